@@ -1,0 +1,303 @@
+"""The ``tsnctl`` command line: parse options, build a config, call one library function, show results.
+
+No logic lives here beyond presentation: everything a command does is callable from Python.
+Exit codes: 0 ok, 1 failure while working, 2 bad usage or bad input.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import os
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.logging import RichHandler
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from tsnctl import __version__
+from tsnctl.config import Config, load_config, validate
+from tsnctl.errors import UserError
+from tsnctl.progress import ProgressFn
+
+app = typer.Typer(help="Temporal Segment Networks for video action recognition: extract, train, test, export, "
+                       "predict.", no_args_is_help=True, add_completion=True, pretty_exceptions_enable=False)
+err_console = Console(stderr=True)
+out_console = Console()
+log = logging.getLogger("tsnctl")
+
+ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="YAML config file.")]
+OverrideOpt = Annotated[list[str] | None, typer.Option(
+    "--override", "-o", help="Override a config value, e.g. -o train.lr=0.02 (repeatable).")]
+DeviceOpt = Annotated[str | None, typer.Option("--device", help="auto, cpu, cuda or cuda:N (default: the "
+                                                                   "config's train.device).")]
+
+
+def cli_errors(fn: Callable) -> Callable:
+    """Turn UserError (and Ctrl-C) into one red line on stderr and an exit code, never a traceback."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except UserError as exc:
+            err_console.print(f"[bold red]error:[/] {_one_line(str(exc))}", highlight=False, soft_wrap=True)
+            raise typer.Exit(exc.exit_code) from None
+        except KeyboardInterrupt:
+            err_console.print("[bold red]interrupted[/]")
+            raise typer.Exit(130) from None
+    return wrapper
+
+
+def _one_line(message: str) -> str:
+    # Errors raised inside DataLoader workers come back wrapped with the worker's traceback.
+    lines = [line for line in message.strip().splitlines() if line.strip()]
+    last = lines[-1] if lines else message
+    return last.split("UserError: ", 1)[-1]
+
+
+@contextmanager
+def rich_progress() -> Iterator[ProgressFn]:
+    """A ProgressFn drawing one Rich bar per task, with rate, ETA and a status text."""
+    progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                        TextColumn("{task.fields[rate]}"),
+                        TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
+                        TextColumn("{task.fields[status]}"), console=err_console,
+                        disable=log.getEffectiveLevel() > logging.INFO)
+    tasks: dict[str, int] = {}
+
+    def update(task: str, done: int, total: int, status: str = "") -> None:
+        if task not in tasks:
+            tasks[task] = progress.add_task(task, total=total, status="", rate="")
+        speed = progress.tasks[tasks[task]].speed
+        rate = f"{speed:.1f} it/s" if speed else ""
+        progress.update(tasks[task], completed=done, total=total, status=status, rate=rate)
+
+    with progress:
+        yield update
+
+
+def _config(config: Path | None, overrides: list[str] | None, device: str | None = None) -> Config:
+    cfg = load_config(config, overrides)
+    if device:
+        cfg.train.device = device
+    return cfg
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        out_console.print(f"tsnctl {__version__}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def main_options(
+    version: Annotated[bool, typer.Option("--version", is_eager=True, callback=_print_version,
+                                          help="Print the version and exit.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only warnings and errors; no progress bars.")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
+) -> None:
+    """Temporal Segment Networks for video action recognition."""
+    level = logging.WARNING if quiet else logging.DEBUG if verbose else logging.INFO
+    logging.basicConfig(level=level, format="%(message)s", datefmt="[%X]", force=True,
+                        handlers=[RichHandler(console=err_console, show_path=False, markup=False)])
+    logging.getLogger("tsnctl").setLevel(level)
+
+
+@app.command("demo-data")
+@cli_errors
+def demo_data(
+    out: Annotated[Path, typer.Argument(help="Folder to write videos/, train and val lists and labels.txt into.")],
+    train_per_class: Annotated[int, typer.Option(help="Training clips per class.")] = 30,
+    val_per_class: Annotated[int, typer.Option(help="Validation clips per class.")] = 10,
+    seed: Annotated[int, typer.Option(help="Random seed; the same seed renders the same clips.")] = 0,
+) -> None:
+    """Render a small synthetic action dataset (6 classes of moving shapes) as mp4 clips."""
+    from tsnctl.demo_data import make_demo_data
+
+    with rich_progress() as progress:
+        summary = make_demo_data(out, train_per_class, val_per_class, seed, progress)
+    out_console.print(f"wrote {summary.clips} clips of {len(summary.classes)} classes to {summary.root}: "
+                      f"{summary.train_list.name}, {summary.val_list.name}, {summary.label_file.name}")
+
+
+@app.command("extract-frames")
+@cli_errors
+def extract_frames(
+    src: Annotated[Path, typer.Argument(help="A folder laid out class/video.mp4, or a video list '<path> <label>'.")],
+    out: Annotated[Path, typer.Argument(help="Output root: OUT/<video path>/img_00001.jpg ...")],
+    list_file: Annotated[Path | None, typer.Option("--list-file", help="Frame list to write (default: "
+                         "OUT/frame_list.txt for a folder, OUT/<list name>_frames.txt for a list).")] = None,
+    root: Annotated[str, typer.Option(help="Folder the video list's paths are relative to (default: the "
+                                           "list's folder).")] = "",
+    workers: Annotated[int, typer.Option(help="Videos extracted in parallel.")] = min(4, os.cpu_count() or 1),
+    short_side: Annotated[int, typer.Option(help="Resize frames to this short side (aspect kept); 0 keeps the "
+                                                 "size, as the reference.")] = 0,
+    quality: Annotated[int, typer.Option(help="JPEG quality (the reference uses OpenCV's default, 95).")] = 95,
+) -> None:
+    """Extract JPEG frame folders from videos and write a frame list '<frame_dir> <num_frames> <label>'."""
+    from tsnctl.extract import extract_frames as run
+
+    with rich_progress() as progress:
+        summary = run(src, out, list_file, root, workers, short_side, quality, progress)
+    out_console.print(f"extracted {summary.frames} frames from {summary.videos} videos "
+                      f"({summary.bytes_written / 1e6:.1f} MB) -> {summary.list_file}")
+    if summary.label_file:
+        out_console.print(f"class names (from folder names) -> {summary.label_file}")
+    if summary.failed:
+        for _video, reason in summary.failed:
+            err_console.print(f"[red]failed:[/] {reason}", highlight=False)
+        raise UserError(f"{len(summary.failed)} of {len(summary.failed) + summary.videos} videos could not be "
+                        "extracted (listed above); they are not in the frame list", exit_code=1)
+
+
+@app.command()
+@cli_errors
+def train(
+    config: ConfigOpt = None,
+    override: OverrideOpt = None,
+    output: Annotated[Path | None, typer.Option("--output", help="Run folder (default: runs/<config name>).")] = None,
+    validate: Annotated[bool, typer.Option("--validate", help="Validate after every epoch (CenterCrop) and keep "
+                                                              "best.pt by validation top-1.")] = False,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue from OUTPUT/last.pt.")] = False,
+    device: DeviceOpt = None,
+) -> None:
+    """Train a TSN with the reference recipe; writes last.pt, best.pt, metrics.csv and config.yaml."""
+    from tsnctl.engine.train import train as run
+
+    cfg = _config(config, override, device)
+    output = output or Path("runs") / (config.stem if config else "default")
+    with rich_progress() as progress:
+        result = run(cfg, output, validate=validate, resume=resume, progress=progress)
+    best = f", best valid top-1 {result.best_top1:.2f}%" if result.best_top1 is not None else ""
+    out_console.print(f"trained {result.epochs_run} epoch(s){best} -> {result.output_dir}")
+
+
+@app.command()
+@cli_errors
+def test(
+    weights: Annotated[Path, typer.Option("--weights", "-w", help="Checkpoint to evaluate.")],
+    config: ConfigOpt = None,
+    override: OverrideOpt = None,
+    crop: Annotated[str | None, typer.Option(help="ten (TenCrop), three (ThreeCrop) or center (CenterCrop); "
+                                                     "default: the config's test.crop.")] = None,
+    num_seg: Annotated[int | None, typer.Option(help="Segments per video (default: test.num_seg).")] = None,
+    list_file: Annotated[Path | None, typer.Option("--list", help="Test list (default: data.test_list).")] = None,
+    data_root: Annotated[Path | None, typer.Option(help="Root of the list's paths (default: data.root).")] = None,
+    save_scores: Annotated[Path | None, typer.Option(help="CSV with one row per video: name, label, "
+                                                             "logit_0 ...")] = None,
+    metrics_json: Annotated[Path | None, typer.Option(help="Write the metrics as JSON to this file.")] = None,
+    device: DeviceOpt = None,
+) -> None:
+    """Evaluate a checkpoint: video-level top-1/top-5 and mean class accuracy over all views."""
+    from tsnctl.engine.evaluate import run_test
+    from tsnctl.weights import load_for_inference
+
+    loaded = load_for_inference(weights, _config(config, override, device) if config or override else None)
+    cfg = loaded.cfg
+    if device:
+        cfg.train.device = device
+    if crop is not None:
+        cfg.test.crop = crop
+    if num_seg is not None:
+        cfg.test.num_seg = num_seg
+    if data_root is not None:
+        cfg.data.root = str(data_root)
+    validate(cfg)
+    with rich_progress() as progress:
+        result = run_test(loaded.model, cfg, str(list_file or ""), save_scores, progress)
+    out_console.print(f"test: {result.num_videos} videos, {result.protocol}", soft_wrap=True, highlight=False)
+    table = Table()
+    for column in ("top-1", "top-5", "mean class acc"):
+        table.add_column(column, justify="right")
+    table.add_row(f"{result.top1:.2f}%", f"{result.top5:.2f}%", f"{result.mean_class:.2f}%")
+    out_console.print(table)
+    if metrics_json:
+        metrics_json.write_text(json.dumps({"top1": result.top1, "top5": result.top5, "mean_class_accuracy":
+                                            result.mean_class, "videos": result.num_videos,
+                                            "protocol": result.protocol}, indent=2))
+
+
+@app.command()
+@cli_errors
+def export(
+    weights: Annotated[Path, typer.Option("--weights", "-w", help="Checkpoint to export.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="ONNX file to write.")],
+    config: ConfigOpt = None,
+    override: Annotated[list[str] | None, typer.Option(
+        "--override", help="Override a config value, e.g. --override test.num_seg=8 (repeatable; -o is the "
+                           "output file here).")] = None,
+) -> None:
+    """Export a checkpoint to ONNX (input [N, views, 3, H, W]) and verify it with onnxruntime."""
+    from tsnctl.export import to_onnx
+    from tsnctl.weights import load_for_inference
+
+    loaded = load_for_inference(weights, _config(config, override) if config or override else None)
+    report = to_onnx(loaded, output)
+    out_console.print(f"exported {report.path} (input clips {report.input_shape}); onnx.checker ok; "
+                      f"onnxruntime vs torch max abs diff {report.max_abs_diff:.2e}")
+
+
+@app.command()
+@cli_errors
+def predict(
+    clips: Annotated[list[Path], typer.Argument(help="Video files or frame folders to classify.")],
+    weights: Annotated[Path | None, typer.Option("--weights", "-w", help="A tsnctl checkpoint.")] = None,
+    model: Annotated[Path | None, typer.Option("--model", "-m", help="An ONNX model from 'tsnctl export'.")] = None,
+    config: ConfigOpt = None,
+    override: OverrideOpt = None,
+    topk: Annotated[int, typer.Option(help="How many classes to show per clip.")] = 5,
+    labels: Annotated[Path | None, typer.Option(help="Class names file overriding the model's.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print only JSON to stdout.")] = False,
+    device: DeviceOpt = None,
+) -> None:
+    """Classify clips with a checkpoint (-w) or an exported ONNX model (-m); prints the top-k classes."""
+    from tsnctl.data.dataset import ClipSettings
+    from tsnctl.data.lists import read_labels
+    from tsnctl.engine.loaders import resolve_device
+    from tsnctl.predict import onnx_predictor, torch_predictor
+    from tsnctl.predict import predict as run
+    from tsnctl.weights import load_for_inference
+
+    if (weights is None) == (model is None):
+        raise UserError("give exactly one of -w CHECKPOINT or -m MODEL.onnx")
+    if topk < 1:
+        raise UserError("--topk must be at least 1")
+    if model is not None:
+        predictor = onnx_predictor(model)
+    else:
+        loaded = load_for_inference(weights, _config(config, override, device) if config or override else None)
+        cfg = loaded.cfg
+        settings = ClipSettings(cfg.data.format, cfg.test.num_seg, cfg.data.short_side, cfg.data.crop_size,
+                                crop=cfg.test.crop, image_template=cfg.data.image_template)
+        predictor = torch_predictor(loaded.model, settings, loaded.class_names,
+                                    resolve_device(device or cfg.train.device))
+    names = read_labels(labels) if labels else None
+    with rich_progress() as progress:
+        results = run(predictor, [str(c) for c in clips], topk, names, progress if len(clips) > 1 else _silent)
+    if as_json:
+        sys.stdout.write(json.dumps(results, indent=2) + "\n")
+        return
+    for result in results:
+        table = Table(title=result["clip"], title_justify="left")
+        table.add_column("#", justify="right")
+        table.add_column("class")
+        table.add_column("id", justify="right")
+        table.add_column("prob", justify="right")
+        for rank, entry in enumerate(result["topk"], start=1):
+            table.add_row(str(rank), entry["label"], str(entry["index"]), f"{entry['prob']:.5f}")
+        out_console.print(table)
+
+
+def _silent(task: str, done: int, total: int, status: str = "") -> None:
+    """No bar for a single clip."""
+
+
+def main() -> None:
+    app(prog_name="tsnctl")

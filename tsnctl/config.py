@@ -1,0 +1,218 @@
+"""Typed configuration: one dataclass per concern, loaded from YAML, overridden with ``-o key=value``.
+
+Defaults are the reference recipe (PaddleVideo ``tsn_k400_frames.yaml``, ResNet-50, Kinetics-400).
+There is no inheritance and no string registry: a YAML file lists the values it changes, and every key
+is checked against the dataclasses so a typo is an error, never a silently ignored setting.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from tsnctl.errors import UserError
+
+
+@dataclass
+class DataConfig:
+    """Where clips come from and how frames are turned into tensors."""
+
+    format: str = "frames"  # "frames": JPEG folders with a frame list; "video": video files with a video list
+    root: str = ""  # prefix of the paths in the lists; empty means the folder that holds each list
+    train_list: str = ""
+    val_list: str = ""
+    test_list: str = ""
+    label_file: str = ""  # class names, one per line ("name" or "<id> name"); empty: class_0, class_1, ...
+    image_template: str = "img_{:05d}.jpg"  # frame file names, 1-based as in the reference
+    short_side: int = 256  # Scale: the short side after resizing (aspect ratio kept)
+    crop_size: int = 224  # side of the square crops fed to the network
+    num_workers: int = 4  # DataLoader worker processes (0 loads in the main process)
+
+
+@dataclass
+class ModelConfig:
+    """The TSN network: a ResNet backbone and the consensus head."""
+
+    backbone: str = "resnet50"  # resnet18 | resnet34 | resnet50 | resnet101 | resnet152
+    num_classes: int = 400
+    dropout: float = 0.4  # applied to the averaged feature, before the fc
+    fc_std: float = 0.01  # fc weight init: Normal(0, fc_std), bias 0
+    pretrained: str = ""  # "" (random init), "imagenet", or a path to a torchvision ResNet state dict
+
+
+@dataclass
+class TrainConfig:
+    """Optimiser, schedule and sampling for training (SGD, step decay per epoch)."""
+
+    num_seg: int = 3  # segments sampled per clip
+    batch_size: int = 32  # clips per step (per GPU)
+    epochs: int = 100
+    lr: float = 0.01  # the reference uses 0.01 for a global batch of 256 (8 GPUs x 32)
+    lr_steps: list[int] = field(default_factory=lambda: [40, 80])  # epochs after which lr *= lr_gamma
+    lr_gamma: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 1e-4  # on all parameters, BN and biases included, as in the reference
+    clip_grad_norm: float = 40.0  # global gradient norm limit; 0 disables clipping
+    seed: int = 0
+    log_interval: int = 20  # steps between log lines
+    save_interval: int = 10  # epochs between periodic checkpoints (last.pt is written every epoch)
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+
+
+@dataclass
+class ValidConfig:
+    """Validation during training: CenterCrop on ``num_seg`` centred segments."""
+
+    num_seg: int = 3
+    batch_size: int = 32
+
+
+@dataclass
+class TestConfig:
+    """The test protocol: ``num_seg`` centred segments times the crops of ``crop``."""
+
+    num_seg: int = 25
+    crop: str = "ten"  # ten | three | center
+    batch_size: int = 1  # clips per forward pass (each clip is num_seg x crops views)
+
+
+@dataclass
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    valid: ValidConfig = field(default_factory=ValidConfig)
+    test: TestConfig = field(default_factory=TestConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+CHOICES: dict[str, tuple[str, ...]] = {
+    "data.format": ("frames", "video"),
+    "model.backbone": ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152"),
+    "test.crop": ("ten", "three", "center"),
+}
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    """Build a Config from defaults, then the YAML file at ``path``, then ``section.key=value`` overrides."""
+    cfg = Config()
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise UserError(f"{path}: config file not found")
+        try:
+            raw = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f":{mark.line + 1}" if mark is not None else ""
+            raise UserError(f"{path}{where}: not valid YAML ({getattr(exc, 'problem', exc)})") from None
+        apply_dict(cfg, raw or {}, source=str(path))
+    for item in overrides or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise UserError(f"override {item!r}: expected section.key=value")
+        apply_dict(cfg, _nest(key.strip(), yaml.safe_load(value) if value.strip() else ""), source="-o")
+    validate(cfg)
+    return cfg
+
+
+def config_from_dict(raw: dict[str, Any], source: str = "checkpoint") -> Config:
+    """Rebuild a Config stored as a plain dict (for example inside a checkpoint)."""
+    cfg = Config()
+    apply_dict(cfg, raw, source=source)
+    validate(cfg)
+    return cfg
+
+
+def apply_dict(cfg: Config, raw: Any, source: str) -> None:
+    """Set every ``{section: {key: value}}`` in ``raw`` on ``cfg``, checking names and types."""
+    if not isinstance(raw, dict):
+        raise UserError(f"{source}: expected a mapping of sections, got {type(raw).__name__}")
+    sections = {f.name for f in dataclasses.fields(cfg)}
+    for section, values in raw.items():
+        if section not in sections:
+            raise UserError(f"{source}: unknown section {section!r} (valid: {', '.join(sorted(sections))})")
+        target = getattr(cfg, section)
+        if not isinstance(values, dict):
+            raise UserError(f"{source}: section {section!r} must be a mapping of keys to values")
+        hints = typing.get_type_hints(type(target))
+        for key, value in values.items():
+            if key not in hints:
+                valid = ", ".join(f.name for f in dataclasses.fields(target))
+                raise UserError(f"{source}: unknown key '{section}.{key}' (valid: {valid})")
+            setattr(target, key, _coerce(value, hints[key], f"{section}.{key}", source))
+
+
+def validate(cfg: Config) -> None:
+    """Check values that a type alone cannot (choices and ranges)."""
+    for dotted, options in CHOICES.items():
+        section, key = dotted.split(".")
+        value = getattr(getattr(cfg, section), key)
+        if value not in options:
+            raise UserError(f"config: {dotted} is {value!r}; choose one of {', '.join(options)}")
+    positive = ["data.short_side", "data.crop_size", "model.num_classes", "train.num_seg", "train.batch_size",
+                "train.epochs", "valid.num_seg", "valid.batch_size", "test.num_seg", "test.batch_size"]
+    for dotted in positive:
+        section, key = dotted.split(".")
+        if getattr(getattr(cfg, section), key) <= 0:
+            raise UserError(f"config: {dotted} must be positive")
+    if cfg.data.crop_size > cfg.data.short_side:
+        raise UserError(f"config: data.crop_size ({cfg.data.crop_size}) exceeds data.short_side "
+                        f"({cfg.data.short_side})")
+    if not 0.0 <= cfg.model.dropout < 1.0:
+        raise UserError("config: model.dropout must be in [0, 1)")
+
+
+def save_config(cfg: Config, path: str | Path) -> None:
+    Path(path).write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+
+
+def _nest(dotted: str, value: Any) -> dict[str, Any]:
+    parts = dotted.split(".")
+    if len(parts) != 2:
+        raise UserError(f"override key {dotted!r}: expected section.key, e.g. train.lr")
+    return {parts[0]: {parts[1]: value}}
+
+
+def _coerce(value: Any, hint: Any, name: str, source: str) -> Any:
+    def bad() -> UserError:
+        return UserError(f"{source}: {name} must be {_type_name(hint)}, got {value!r}")
+
+    origin = typing.get_origin(hint)
+    if origin is list:
+        (item_hint,) = typing.get_args(hint)
+        if not isinstance(value, list):
+            raise bad()
+        return [_coerce(v, item_hint, name, source) for v in value]
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise bad()
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise bad()
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise bad()
+        return float(value)
+    if hint is str:
+        if value is None:
+            return ""
+        if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+            raise bad()
+        return str(value)
+    raise TypeError(f"unsupported config type {hint}")
+
+
+def _type_name(hint: Any) -> str:
+    if typing.get_origin(hint) is list:
+        return f"a list of {_type_name(typing.get_args(hint)[0])}"
+    return {int: "an integer", float: "a number", str: "a string", bool: "true or false"}.get(hint, str(hint))

@@ -1,0 +1,77 @@
+"""The clip dataset: list -> sampler -> decoder -> preset, one clip per item.
+
+Map-style with ``__len__`` so distributed samplers stay simple. Item ``i`` of epoch ``e`` is
+deterministic given the seed: the sampler and the random crops draw from ``sample_rng(seed, e, i)``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from tsnctl.data.decode import read_frame_folder, read_video
+from tsnctl.data.lists import Sample
+from tsnctl.data.presets import eval_preset, train_preset
+from tsnctl.data.sampling import eval_indices, sample_rng, train_indices
+
+
+@dataclass(frozen=True)
+class ClipSettings:
+    """How a clip is read and turned into views."""
+
+    fmt: str  # frames | video
+    num_seg: int
+    short_side: int
+    crop_size: int
+    mode: str = "test"  # train (random segments and crops) | test (centred segments, fixed crops)
+    crop: str = "center"  # for test mode: center | three | ten
+    image_template: str = "img_{:05d}.jpg"
+    seed: int = 0
+
+
+class ClipDataset(Dataset):
+    """Yields ``(clip, label)``: ``clip`` is float32 ``[T', 3, crop, crop]``, ``label`` an int."""
+
+    def __init__(self, samples: list[Sample], settings: ClipSettings) -> None:
+        self.samples = samples
+        self.settings = settings
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        sample = self.samples[index]
+        return load_clip(sample, self.settings, sample_rng(self.settings.seed, self.epoch, index)), sample.label
+
+
+def load_clip(sample: Sample, settings: ClipSettings, rng: np.random.Generator) -> torch.Tensor:
+    """Sample, decode and transform one clip."""
+    s = settings
+    if s.mode == "train":
+        def index_fn(n: int) -> list[int]:
+            return train_indices(n, s.num_seg, rng)
+    else:
+        def index_fn(n: int) -> list[int]:
+            return eval_indices(n, s.num_seg)
+
+    if s.fmt == "frames":
+        frames = read_frame_folder(sample.path, index_fn(sample.num_frames), s.image_template)
+    else:
+        frames = read_video(sample.path, index_fn)
+    if s.mode == "train":
+        return train_preset(frames, s.short_side, s.crop_size, rng)
+    return eval_preset(frames, s.short_side, s.crop_size, s.crop)
+
+
+def worker_init(_: int) -> None:
+    """Keep each DataLoader worker to one OpenCV thread: the workers already run in parallel."""
+    cv2.setNumThreads(1)
+    torch.set_num_threads(1)

@@ -1,0 +1,90 @@
+"""Readers for the two list formats of the reference, and for label files.
+
+Frame list line: ``<frame_dir> <num_frames> <label>``; video list line: ``<path> <label>``. Paths are
+relative to a data root (by default the folder holding the list). Labels are 0-based. Every malformed
+line is reported with file and line number; nothing is skipped silently.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from tsnctl.errors import UserError
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One clip of a list. ``num_frames`` is known for frame lists and None for video lists."""
+
+    name: str  # the path as written in the list (used in reports and score files)
+    path: Path  # name resolved against the data root
+    label: int
+    num_frames: int | None = None
+
+
+def read_list(list_file: str | Path, fmt: str, root: str | Path = "", num_classes: int | None = None) -> list[Sample]:
+    """Parse a frame list (``fmt="frames"``) or a video list (``fmt="video"``)."""
+    list_file = Path(list_file)
+    if not list_file.is_file():
+        raise UserError(f"{list_file}: list file not found")
+    base = Path(root) if str(root) else list_file.parent
+    samples = []
+    for line_no, line in enumerate(list_file.read_text().splitlines(), start=1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        samples.append(_parse_line(line, fmt, base, f"{list_file}:{line_no}", num_classes))
+    if not samples:
+        raise UserError(f"{list_file}: the list holds no clips")
+    return samples
+
+
+def _parse_line(line: str, fmt: str, base: Path, where: str, num_classes: int | None) -> Sample:
+    fields = line.split()
+    # Paths may contain spaces, so the numeric fields are taken from the right.
+    expected = 3 if fmt == "frames" else 2
+    if len(fields) < expected:
+        layout = "<frame_dir> <num_frames> <label>" if fmt == "frames" else "<path> <label>"
+        raise UserError(f"{where}: expected '{layout}', got {line.strip()!r}")
+    label = _parse_int(fields[-1], "label", where)
+    if label < 0 or (num_classes is not None and label >= num_classes):
+        limit = f" (model has {num_classes} classes)" if num_classes is not None else ""
+        raise UserError(f"{where}: label {label} is out of range{limit}")
+    num_frames = None
+    if fmt == "frames":
+        num_frames = _parse_int(fields[-2], "num_frames", where)
+        if num_frames <= 0:
+            raise UserError(f"{where}: num_frames must be positive, got {num_frames}")
+    name = " ".join(fields[: len(fields) - expected + 1])
+    return Sample(name=name, path=base / name, label=label, num_frames=num_frames)
+
+
+def _parse_int(text: str, what: str, where: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise UserError(f"{where}: {what} must be an integer, got {text!r}") from None
+
+
+def read_labels(label_file: str | Path) -> list[str]:
+    """Class names from a file of ``name`` or ``<id> name`` lines (the Kinetics-400 list uses the latter)."""
+    label_file = Path(label_file)
+    if not label_file.is_file():
+        raise UserError(f"{label_file}: label file not found")
+    names = []
+    for line_no, line in enumerate(label_file.read_text().splitlines(), start=1):
+        if not line.strip():
+            continue
+        head, _, rest = line.strip().partition(" ")
+        if rest and head.isdigit():
+            if int(head) != len(names):
+                raise UserError(f"{label_file}:{line_no}: expected id {len(names)}, got {head}")
+            names.append(rest.strip())
+        else:
+            names.append(line.strip())
+    return names
+
+
+def write_frame_list(path: str | Path, rows: list[tuple[str, int, int]]) -> None:
+    """Write ``<frame_dir> <num_frames> <label>`` lines."""
+    Path(path).write_text("".join(f"{name} {n} {label}\n" for name, n, label in rows))

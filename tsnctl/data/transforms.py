@@ -1,0 +1,169 @@
+"""Clip transforms as small pure functions over ``[T, H, W, C]`` uint8 RGB arrays.
+
+Each follows the reference pipeline exactly (rounding included), so that our test inputs equal the
+reference's to the last pixel. Random choices are drawn once per clip (from the ``rng`` passed in) and
+applied to every frame. ``presets.py`` composes these per mode.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import torch
+
+MEAN = (0.485, 0.456, 0.406)
+STD = (0.229, 0.224, 0.225)
+MULTI_SCALES = (1.0, 0.875, 0.75, 0.66)
+
+Box = tuple[int, int, int, int]  # x, y, width, height
+
+
+def scaled_size(height: int, width: int, short_side: int) -> tuple[int, int]:
+    """Output (height, width) of ``scale``: short side to ``short_side``, long side ``int(long*s + 0.5)``."""
+    if min(height, width) == short_side:
+        return height, width
+    if width <= height:
+        factor = short_side / width
+    else:
+        factor = short_side / height
+    return int(height * factor + 0.5), int(width * factor + 0.5)
+
+
+def scale(frames: np.ndarray, short_side: int) -> np.ndarray:
+    """Resize keeping the aspect ratio (bilinear); frames whose short side already fits are left as is."""
+    height, width = frames.shape[1:3]
+    out_h, out_w = scaled_size(height, width, short_side)
+    if (out_h, out_w) == (height, width):
+        return frames
+    return resize(frames, out_h, out_w)
+
+
+def stretched_size(height: int, width: int, short_side: int) -> tuple[int, int]:
+    """Output (height, width) of ``stretch``: short side to ``short_side``, long side to ``int(short*4/3)``."""
+    if min(height, width) == short_side:
+        return height, width
+    long_side = int(short_side * 4.0 / 3.0)
+    return (long_side, short_side) if width <= height else (short_side, long_side)
+
+
+def stretch(frames: np.ndarray, short_side: int) -> np.ndarray:
+    """The reference predict tool's resize: a fixed 4:3 frame (341x256), aspect ratio not kept."""
+    height, width = frames.shape[1:3]
+    out_h, out_w = stretched_size(height, width, short_side)
+    if (out_h, out_w) == (height, width):
+        return frames
+    return resize(frames, out_h, out_w)
+
+
+def resize(frames: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Bilinear resize of every frame (``cv2.INTER_LINEAR`` on the RGB array, as the reference)."""
+    out = np.empty((frames.shape[0], height, width, frames.shape[3]), dtype=frames.dtype)
+    for i, frame in enumerate(frames):
+        out[i] = cv2.resize(frame, (width, height), interpolation=cv2.INTER_LINEAR)
+    return out
+
+
+def crop(frames: np.ndarray, box: Box) -> np.ndarray:
+    x, y, w, h = box
+    return frames[:, y : y + h, x : x + w]
+
+
+def hflip(frames: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(frames[:, :, ::-1])
+
+
+def multi_scale_crop_box(height: int, width: int, crop_size: int, rng: np.random.Generator) -> Box:
+    """Draw the MultiScaleCrop box: a (w, h) pair from the scales, at one of the fixed positions.
+
+    Crop sides are ``int(base*s)`` for s in (1, .875, .75, .66) with base the short side; a side within
+    3 px of ``crop_size`` snaps to it. Pairs whose scale indices differ by at most 1 are equally likely.
+    Positions use float steps ``(W-cw)/4`` and the box corners are rounded half-to-even. As in the
+    reference, a position that duplicates another because a step is 0 is left out of the draw.
+    """
+    base = min(height, width)
+    sides = [int(base * s) for s in MULTI_SCALES]
+    sides = [crop_size if abs(s - crop_size) < 3 else s for s in sides]
+    pairs = [(sides[j], sides[i]) for i in range(len(sides)) for j in range(len(sides)) if abs(i - j) <= 1]
+    crop_w, crop_h = pairs[rng.integers(len(pairs))]
+    w_step, h_step = (width - crop_w) / 4, (height - crop_h) / 4
+    positions = [(0.0, 0.0)]
+    if w_step != 0:
+        positions.append((4 * w_step, 0.0))
+    if h_step != 0:
+        positions.append((0.0, 4 * h_step))
+    if w_step != 0 and h_step != 0:
+        positions.append((4 * w_step, 4 * h_step))
+    if w_step != 0 or h_step != 0:
+        positions.append((2 * w_step, 2 * h_step))
+    x, y = positions[rng.integers(len(positions))]
+    # The reference crops with PIL, which rounds each corner with Python's round (half-to-even).
+    x0, y0, x1, y1 = round(x), round(y), round(x + crop_w), round(y + crop_h)
+    return x0, y0, x1 - x0, y1 - y0
+
+
+def multi_scale_crop(frames: np.ndarray, crop_size: int, rng: np.random.Generator) -> np.ndarray:
+    """MultiScaleCrop (train): a random box from ``multi_scale_crop_box``, resized to crop_size^2."""
+    height, width = frames.shape[1:3]
+    box = multi_scale_crop_box(height, width, crop_size, rng)
+    return resize(crop(frames, box), crop_size, crop_size)
+
+
+def random_hflip(frames: np.ndarray, rng: np.random.Generator, p: float = 0.5) -> np.ndarray:
+    return hflip(frames) if rng.random() < p else frames
+
+
+def center_crop_box(height: int, width: int, crop_size: int) -> Box:
+    return (width - crop_size) // 2, (height - crop_size) // 2, crop_size, crop_size
+
+
+def center_crop(frames: np.ndarray, crop_size: int) -> np.ndarray:
+    """CenterCrop (valid): ``x = (W-c)//2``, ``y = (H-c)//2``. ``[T,H,W,C] -> [T,c,c,C]``."""
+    return crop(frames, center_crop_box(*frames.shape[1:3], crop_size))
+
+
+def ten_crop_boxes(height: int, width: int, crop_size: int) -> list[Box]:
+    """The five TenCrop positions in reference order: top-left, top-right, bottom-left, bottom-right, centre.
+
+    Steps are integers: ``ws = (W-c)//4``, ``hs = (H-c)//4``.
+    """
+    ws, hs = (width - crop_size) // 4, (height - crop_size) // 4
+    corners = [(0, 0), (4 * ws, 0), (0, 4 * hs), (4 * ws, 4 * hs), (2 * ws, 2 * hs)]
+    return [(x, y, crop_size, crop_size) for x, y in corners]
+
+
+def ten_crop(frames: np.ndarray, crop_size: int) -> np.ndarray:
+    """TenCrop (test). ``[T,H,W,C] -> [10*T,c,c,C]`` ordered ``[p0 x T, p0 flipped x T, p1 x T, ...]``."""
+    views = []
+    for box in ten_crop_boxes(*frames.shape[1:3], crop_size):
+        patch = crop(frames, box)
+        views += [patch, hflip(patch)]
+    return np.concatenate(views)
+
+
+def three_crop_boxes(height: int, width: int, crop_size: int) -> list[Box]:
+    """Three squares along the long side (start, centre, end), centred on the short side."""
+    if width >= height:
+        y = (height - crop_size) // 2
+        return [(x, y, crop_size, crop_size) for x in (0, (width - crop_size) // 2, width - crop_size)]
+    x = (width - crop_size) // 2
+    return [(x, y, crop_size, crop_size) for y in (0, (height - crop_size) // 2, height - crop_size)]
+
+
+def three_crop(frames: np.ndarray, crop_size: int) -> np.ndarray:
+    """ThreeCrop (test). ``[T,H,W,C] -> [3*T,c,c,C]`` ordered ``[start x T, centre x T, end x T]``."""
+    return np.concatenate([crop(frames, box) for box in three_crop_boxes(*frames.shape[1:3], crop_size)])
+
+
+def to_tensor(frames: np.ndarray) -> torch.Tensor:
+    """``[T,H,W,C]`` uint8 -> ``[T,C,H,W]`` uint8 tensor (no copy of the pixel values into float yet)."""
+    return torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2)
+
+
+def normalize(clips: torch.Tensor) -> torch.Tensor:
+    """uint8 ``[..., 3, H, W]`` -> float32: ``x/255``, minus the ImageNet mean, over its std (RGB order).
+
+    The operations run in the reference's order so the values match it bit for bit.
+    """
+    mean = torch.tensor(MEAN, device=clips.device).view(3, 1, 1)
+    std = torch.tensor(STD, device=clips.device).view(3, 1, 1)
+    return (clips.float() / 255.0 - mean) / std

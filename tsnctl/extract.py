@@ -1,0 +1,148 @@
+"""Extract JPEG frame folders from videos, as the reference does, and write the frame list.
+
+Every frame is read at its native rate; ``img_00001.jpg`` is the first. Each video is written into a
+temporary folder that is renamed into place only when complete, so a killed run never leaves a
+half-written folder under the final name.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+
+from tsnctl.data.decode import VIDEO_EXTENSIONS
+from tsnctl.data.lists import read_list, write_frame_list
+from tsnctl.data.transforms import scaled_size
+from tsnctl.errors import UserError
+from tsnctl.progress import ProgressFn, no_progress
+
+
+@dataclass(frozen=True)
+class VideoJob:
+    name: str  # relative path of the video; also the frame folder's name under the output root
+    path: Path
+    label: int
+
+
+@dataclass
+class ExtractSummary:
+    list_file: Path
+    videos: int = 0
+    frames: int = 0
+    bytes_written: int = 0
+    failed: list[tuple[str, str]] = field(default_factory=list)  # (video, reason)
+    label_file: Path | None = None
+
+
+def find_jobs(src: str | Path, root: str | Path = "") -> tuple[list[VideoJob], list[str] | None]:
+    """Videos to extract: from a folder laid out ``class/video.ext`` (labels from the sorted class
+    names, which are returned too) or from a video list ``<path> <label>``."""
+    src = Path(src)
+    if src.is_dir():
+        classes = sorted(p.name for p in src.iterdir() if p.is_dir())
+        jobs = [VideoJob(f"{cls}/{video.name}", video, label)
+                for label, cls in enumerate(classes)
+                for video in sorted((src / cls).iterdir()) if video.suffix.lower() in VIDEO_EXTENSIONS]
+        if not jobs:
+            raise UserError(f"{src}: no videos found in class folders ({', '.join(VIDEO_EXTENSIONS)})")
+        return jobs, classes
+    if not src.is_file():
+        raise UserError(f"{src}: no such folder or video list")
+    return [VideoJob(s.name, s.path, s.label) for s in read_list(src, "video", root)], None
+
+
+def extract_frames(src: str | Path, out: str | Path, list_file: str | Path | None = None, root: str | Path = "",
+                   workers: int = 1, short_side: int = 0, quality: int = 95,
+                   progress: ProgressFn = no_progress) -> ExtractSummary:
+    """Write ``out/<video>/img_00001.jpg ...`` for every video of ``src`` and a frame list."""
+    if not 1 <= quality <= 100:
+        raise UserError(f"--quality must be in 1..100, got {quality}")
+    if short_side < 0:
+        raise UserError(f"--short-side must be 0 (keep size) or positive, got {short_side}")
+    out = Path(out)
+    jobs, classes = find_jobs(src, root)
+    out.mkdir(parents=True, exist_ok=True)
+    if list_file is None:
+        list_file = out / ("frame_list.txt" if classes is not None else f"{Path(src).stem}_frames.txt")
+    summary = ExtractSummary(Path(list_file))
+    if classes is not None:
+        summary.label_file = out / "labels.txt"
+        summary.label_file.write_text("".join(f"{i} {name}\n" for i, name in enumerate(classes)))
+
+    results: dict[str, tuple[int, int, str]] = {}
+    args = [(job, out, short_side, quality) for job in jobs]
+    if workers > 1:
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            for done, (name, result) in enumerate(pool.map(_extract_job, args), start=1):
+                results[name] = result
+                progress("extract", done, len(jobs), name)
+    else:
+        for done, arg in enumerate(args, start=1):
+            name, result = _extract_job(arg)
+            results[name] = result
+            progress("extract", done, len(jobs), name)
+
+    rows = []
+    for job in jobs:
+        frames, size, error = results[job.name]
+        if error:
+            summary.failed.append((str(job.path), error))
+            continue
+        rows.append((job.name, frames, job.label))
+        summary.videos += 1
+        summary.frames += frames
+        summary.bytes_written += size
+    write_frame_list(summary.list_file, rows)
+    return summary
+
+
+def _extract_job(arg: tuple[VideoJob, Path, int, int]) -> tuple[str, tuple[int, int, str]]:
+    job, out, short_side, quality = arg
+    cv2.setNumThreads(1)
+    try:
+        frames, size = extract_video(job.path, out / job.name, short_side, quality)
+        return job.name, (frames, size, "")
+    except UserError as exc:
+        return job.name, (0, 0, str(exc))
+
+
+def extract_video(video: Path, folder: Path, short_side: int = 0, quality: int = 95) -> tuple[int, int]:
+    """Write every frame of ``video`` into ``folder``; returns (frames, bytes written)."""
+    if not video.is_file():
+        raise UserError(f"{video}: video file not found")
+    capture = cv2.VideoCapture(str(video))
+    if not capture.isOpened():
+        raise UserError(f"{video}: not a readable video")
+    tmp = folder.with_name(folder.name + ".part")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    count = size = 0
+    params = [cv2.IMWRITE_JPEG_QUALITY, quality]
+    try:
+        while True:
+            ok, frame = capture.read()
+            if not ok:
+                break
+            if short_side:
+                height, width = scaled_size(frame.shape[0], frame.shape[1], short_side)
+                if (height, width) != frame.shape[:2]:
+                    frame = cv2.resize(frame, (width, height), interpolation=cv2.INTER_LINEAR)
+            ok, data = cv2.imencode(".jpg", frame, params)
+            if not ok:
+                raise UserError(f"{video}: JPEG encoding failed at frame {count + 1}")
+            count += 1
+            (tmp / f"img_{count:05d}.jpg").write_bytes(data.tobytes())
+            size += data.size
+    finally:
+        capture.release()
+    if count == 0:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise UserError(f"{video}: no decodable video frames")
+    shutil.rmtree(folder, ignore_errors=True)
+    os.replace(tmp, folder)
+    return count, size

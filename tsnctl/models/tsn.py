@@ -1,0 +1,119 @@
+"""Temporal Segment Network: a torchvision ResNet backbone and the TSN consensus head.
+
+Input ``[N, T', 3, H, W]`` (T' views per clip: segments, or segments x crops at test time) is folded to
+``[N*T', 3, H, W]``; the backbone gives one pooled feature per view; the head averages the features of
+all views of a clip, then applies dropout and a linear layer. Output: logits ``[N, num_classes]``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torchvision
+from torch import nn
+
+from tsnctl.config import ModelConfig
+from tsnctl.errors import UserError
+
+BACKBONES = {
+    "resnet18": torchvision.models.resnet18,
+    "resnet34": torchvision.models.resnet34,
+    "resnet50": torchvision.models.resnet50,
+    "resnet101": torchvision.models.resnet101,
+    "resnet152": torchvision.models.resnet152,
+}
+
+IMAGENET_WEIGHTS = {
+    "resnet18": torchvision.models.ResNet18_Weights.IMAGENET1K_V1,
+    "resnet34": torchvision.models.ResNet34_Weights.IMAGENET1K_V1,
+    "resnet50": torchvision.models.ResNet50_Weights.IMAGENET1K_V1,
+    "resnet101": torchvision.models.ResNet101_Weights.IMAGENET1K_V1,
+    "resnet152": torchvision.models.ResNet152_Weights.IMAGENET1K_V1,
+}
+
+
+class TSNHead(nn.Module):
+    """Average over views, dropout, linear. ``[N, T', C] -> [N, num_classes]``."""
+
+    def __init__(self, in_features: int, num_classes: int, dropout: float = 0.4, fc_std: float = 0.01) -> None:
+        super().__init__()
+        self.dropout = nn.Dropout(dropout)
+        self.fc = nn.Linear(in_features, num_classes)
+        nn.init.normal_(self.fc.weight, 0.0, fc_std)
+        nn.init.zeros_(self.fc.bias)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        # The reference averages features (not scores) over all views, then classifies once.
+        return self.fc(self.dropout(features.mean(dim=1)))
+
+
+class TSN(nn.Module):
+    """ResNet backbone + TSN head. ``forward(x [N, T', 3, H, W]) -> logits [N, num_classes]``."""
+
+    def __init__(self, backbone: str = "resnet50", num_classes: int = 400, dropout: float = 0.4,
+                 fc_std: float = 0.01) -> None:
+        super().__init__()
+        if backbone not in BACKBONES:
+            raise UserError(f"unknown backbone {backbone!r}; choose one of {', '.join(BACKBONES)}")
+        resnet = BACKBONES[backbone]()  # torchvision's init: Kaiming normal convs, BN weight 1 / bias 0
+        self.feature_dim = resnet.fc.in_features
+        resnet.fc = nn.Identity()  # the backbone ends with global average pooling: [B, feature_dim]
+        self.backbone = resnet
+        self.head = TSNHead(self.feature_dim, num_classes, dropout, fc_std)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """``[N, T', 3, H, W] -> [N, T', feature_dim]``: one pooled feature per view."""
+        n, views = x.shape[:2]
+        return self.backbone(x.flatten(0, 1)).view(n, views, -1)
+
+    def forward_head(self, features: torch.Tensor) -> torch.Tensor:
+        return self.head(features)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+
+def build_model(cfg: ModelConfig) -> TSN:
+    """The TSN of a model config, with the backbone initialised from ``cfg.pretrained`` when set."""
+    model = TSN(cfg.backbone, cfg.num_classes, cfg.dropout, cfg.fc_std)
+    if cfg.pretrained:
+        load_backbone_weights(model, cfg.pretrained, cfg.backbone)
+    return model
+
+
+def load_backbone_weights(model: TSN, source: str, backbone: str) -> None:
+    """Fill the backbone from a torchvision ResNet state dict file, or from ``imagenet``."""
+    if source == "imagenet":
+        state = _imagenet_state_dict(backbone)
+    else:
+        path = Path(source)
+        if not path.is_file():
+            raise UserError(f"{path}: pretrained weights file not found")
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # noqa: BLE001 - any unreadable file gets the same one-line answer
+            raise UserError(f"{path}: not a readable torch state dict ({exc.__class__.__name__})") from None
+        state = state.get("state_dict", state) if isinstance(state, dict) else state
+    if not isinstance(state, dict):
+        raise UserError(f"{source}: expected a state dict of tensors")
+    state = {k: v for k, v in state.items() if not k.startswith("fc.")}
+    try:
+        result = model.backbone.load_state_dict(state, strict=False)
+    except RuntimeError as exc:  # shape mismatches
+        detail = str(exc).splitlines()[1].strip() if len(str(exc).splitlines()) > 1 else str(exc)
+        raise UserError(f"{source}: does not fit {backbone}: {detail}") from None
+    missing = [k for k in result.missing_keys if not k.startswith("fc.")]
+    if missing or result.unexpected_keys:
+        raise UserError(f"{source}: does not fit {backbone} (missing: {', '.join(missing[:5]) or 'none'}; "
+                        f"unexpected: {', '.join(result.unexpected_keys[:5]) or 'none'})")
+
+
+def _imagenet_state_dict(backbone: str) -> dict[str, torch.Tensor]:
+    weights = IMAGENET_WEIGHTS[backbone]
+    cache = Path(torch.hub.get_dir()) / "checkpoints" / Path(weights.url).name
+    try:
+        return weights.get_state_dict(progress=False)
+    except Exception:  # noqa: BLE001 - no network, blocked proxy, partial file: all end the same way
+        raise UserError(f"cannot download ImageNet weights for {backbone}: fetch {weights.url} and put it "
+                        f"at {cache} (or set model.pretrained to the file's path)", exit_code=1) from None
