@@ -23,7 +23,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from tsnctl import __version__
-from tsnctl.config import Config, load_config, validate
+from tsnctl.config import Config, apply_overrides, load_config, validate
 from tsnctl.errors import UserError
 from tsnctl.progress import ProgressFn
 
@@ -90,6 +90,18 @@ def _config(config: Path | None, overrides: list[str] | None, device: str | None
     return cfg
 
 
+def _load_weights(weights: Path, config: Path | None, overrides: list[str] | None):
+    """A model for test/export/predict: with -c, that config (its model section must fit the weights);
+    without, the config stored with the weights; -o overrides apply on top of either."""
+    from tsnctl.weights import load_for_inference
+
+    if config is not None:
+        return load_for_inference(weights, _config(config, overrides))
+    loaded = load_for_inference(weights, None)
+    apply_overrides(loaded.cfg, overrides or [])
+    return loaded
+
+
 def _print_version(value: bool) -> None:
     if value:
         out_console.print(f"tsnctl {__version__}")
@@ -140,12 +152,17 @@ def extract_frames(
     short_side: Annotated[int, typer.Option(help="Resize frames to this short side (aspect kept); 0 keeps the "
                                                  "size, as the reference.")] = 0,
     quality: Annotated[int, typer.Option(help="JPEG quality (the reference uses OpenCV's default, 95).")] = 95,
+    shard: Annotated[str | None, typer.Option(help="Extract only shard I of N (I/N, 0 <= I < N) of the videos, "
+                                                      "chosen by a hash of each video's path; join the shard lists "
+                                                      "with 'tsnctl merge-lists'.")] = None,
 ) -> None:
     """Extract JPEG frame folders from videos and write a frame list '<frame_dir> <num_frames> <label>'."""
     from tsnctl.extract import extract_frames as run
+    from tsnctl.shards import parse_shard
 
+    shard_spec = parse_shard(shard) if shard else None
     with rich_progress() as progress:
-        summary = run(src, out, list_file, root, workers, short_side, quality, progress)
+        summary = run(src, out, list_file, root, workers, short_side, quality, shard_spec, progress)
     out_console.print(f"extracted {summary.frames} frames from {summary.videos} videos "
                       f"({summary.bytes_written / 1e6:.1f} MB) -> {summary.list_file}")
     if summary.label_file:
@@ -182,7 +199,10 @@ def train(
 @app.command()
 @cli_errors
 def test(
-    weights: Annotated[Path, typer.Option("--weights", "-w", help="Checkpoint to evaluate.")],
+    weights: Annotated[Path | None, typer.Option("--weights", "-w", help="Checkpoint to evaluate.")] = None,
+    model: Annotated[Path | None, typer.Option(
+        "--model", "-m", help="Or an ONNX model from 'tsnctl export' (its own test protocol; -c gives the lists).")] = None,
+    provider: Annotated[str, typer.Option(help="onnxruntime provider for -m: cpu, cuda or tensorrt.")] = "cpu",
     config: ConfigOpt = None,
     override: OverrideOpt = None,
     crop: Annotated[str | None, typer.Option(help="ten (TenCrop), three (ThreeCrop) or center (CenterCrop); "
@@ -195,12 +215,19 @@ def test(
     metrics_json: Annotated[Path | None, typer.Option(help="Write the metrics as JSON to this file.")] = None,
     device: DeviceOpt = None,
 ) -> None:
-    """Evaluate a checkpoint: video-level top-1/top-5 and mean class accuracy over all views."""
+    """Evaluate a checkpoint or an ONNX model: video-level top-1/top-5 and mean class accuracy over all views."""
     from tsnctl.engine.evaluate import run_test
-    from tsnctl.weights import load_for_inference
+    from tsnctl.runtime import OnnxClassifier, apply_protocol, inference_session, model_metadata
 
-    loaded = load_for_inference(weights, _config(config, override, device) if config or override else None)
-    cfg = loaded.cfg
+    if (weights is None) == (model is None):
+        raise UserError("give exactly one of -w CHECKPOINT or -m MODEL.onnx")
+    if model is not None:
+        session = inference_session(model, provider)
+        cfg = apply_protocol(_config(config, override), model_metadata(session, model))
+        classifier = OnnxClassifier(session)
+    else:
+        loaded = _load_weights(weights, config, override)
+        cfg, classifier = loaded.cfg, loaded.model
     if device:
         cfg.train.device = device
     if crop is not None:
@@ -211,7 +238,7 @@ def test(
         cfg.data.root = str(data_root)
     validate(cfg)
     with rich_progress() as progress:
-        result = run_test(loaded.model, cfg, str(list_file or ""), save_scores, progress)
+        result = run_test(classifier, cfg, str(list_file or ""), save_scores, progress)
     out_console.print(f"test: {result.num_videos} videos, {result.protocol}", soft_wrap=True, highlight=False)
     table = Table()
     for column in ("top-1", "top-5", "mean class acc"):
@@ -236,10 +263,8 @@ def export(
 ) -> None:
     """Export a checkpoint to ONNX (input [N, views, 3, H, W]) and verify it with onnxruntime."""
     from tsnctl.export import to_onnx
-    from tsnctl.weights import load_for_inference
 
-    loaded = load_for_inference(weights, _config(config, override) if config or override else None)
-    report = to_onnx(loaded, output)
+    report = to_onnx(_load_weights(weights, config, override), output)
     out_console.print(f"exported {report.path} (input clips {report.input_shape}); onnx.checker ok; "
                       f"onnxruntime vs torch max abs diff {report.max_abs_diff:.2e}")
 
@@ -256,6 +281,7 @@ def predict(
     labels: Annotated[Path | None, typer.Option(help="Class names file overriding the model's.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print only JSON to stdout.")] = False,
     device: DeviceOpt = None,
+    provider: Annotated[str, typer.Option(help="onnxruntime provider for -m: cpu, cuda or tensorrt.")] = "cpu",
 ) -> None:
     """Classify clips with a checkpoint (-w) or an exported ONNX model (-m); prints the top-k classes."""
     from tsnctl.data.dataset import ClipSettings
@@ -263,16 +289,15 @@ def predict(
     from tsnctl.engine.loaders import resolve_device
     from tsnctl.predict import onnx_predictor, torch_predictor
     from tsnctl.predict import predict as run
-    from tsnctl.weights import load_for_inference
 
     if (weights is None) == (model is None):
         raise UserError("give exactly one of -w CHECKPOINT or -m MODEL.onnx")
     if topk < 1:
         raise UserError("--topk must be at least 1")
     if model is not None:
-        predictor = onnx_predictor(model)
+        predictor = onnx_predictor(model, provider)
     else:
-        loaded = load_for_inference(weights, _config(config, override, device) if config or override else None)
+        loaded = _load_weights(weights, config, override)
         cfg = loaded.cfg
         settings = ClipSettings(cfg.data.format, cfg.test.num_seg, cfg.data.short_side, cfg.data.crop_size,
                                 crop=cfg.test.crop, image_template=cfg.data.image_template)
@@ -293,6 +318,25 @@ def predict(
         for rank, entry in enumerate(result["topk"], start=1):
             table.add_row(str(rank), entry["label"], str(entry["index"]), f"{entry['prob']:.5f}")
         out_console.print(table)
+
+
+@app.command("merge-lists")
+@cli_errors
+def merge_lists(
+    src: Annotated[Path, typer.Argument(help="The folder or video list extracted in shards (sets the order).")],
+    shard_lists: Annotated[list[Path], typer.Argument(help="The frame lists written by 'extract-frames --shard'.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Merged frame list to write.")],
+    root: Annotated[str, typer.Option(help="Folder the video list's paths are relative to (as in extract-frames).")] = "",
+    allow_missing: Annotated[bool, typer.Option(help="Merge even when some videos are in no shard list.")] = False,
+) -> None:
+    """Join the frame lists of sharded extractions into the list one machine would have written."""
+    from tsnctl.extract import find_jobs
+    from tsnctl.shards import merge_frame_lists
+
+    jobs, _ = find_jobs(src, root)
+    lines = merge_frame_lists([job.name for job in jobs], [str(p) for p in shard_lists], allow_missing)
+    output.write_text("".join(lines))
+    out_console.print(f"merged {len(lines)} of {len(jobs)} videos from {len(shard_lists)} shard list(s) -> {output}")
 
 
 def _silent(task: str, done: int, total: int, status: str = "") -> None:

@@ -114,7 +114,12 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
             where = f":{mark.line + 1}" if mark is not None else ""
             raise UserError(f"{path}{where}: not valid YAML ({getattr(exc, 'problem', exc)})") from None
         apply_dict(cfg, raw or {}, source=str(path))
-    for item in overrides or []:
+    return apply_overrides(cfg, overrides or [])
+
+
+def apply_overrides(cfg: Config, overrides: list[str]) -> Config:
+    """Apply ``section.key=value`` strings (values parsed as YAML) to ``cfg`` in place, then validate it."""
+    for item in overrides:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
             raise UserError(f"override {item!r}: expected section.key=value")

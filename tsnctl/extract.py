@@ -20,6 +20,7 @@ from tsnctl.data.lists import read_list, write_frame_list
 from tsnctl.data.transforms import scaled_size
 from tsnctl.errors import UserError
 from tsnctl.progress import ProgressFn, no_progress
+from tsnctl.shards import in_shard
 
 
 @dataclass(frozen=True)
@@ -57,18 +58,20 @@ def find_jobs(src: str | Path, root: str | Path = "") -> tuple[list[VideoJob], l
 
 
 def extract_frames(src: str | Path, out: str | Path, list_file: str | Path | None = None, root: str | Path = "",
-                   workers: int = 1, short_side: int = 0, quality: int = 95,
+                   workers: int = 1, short_side: int = 0, quality: int = 95, shard: tuple[int, int] | None = None,
                    progress: ProgressFn = no_progress) -> ExtractSummary:
-    """Write ``out/<video>/img_00001.jpg ...`` for every video of ``src`` and a frame list."""
+    """Write ``out/<video>/img_00001.jpg ...`` for every video of ``src`` (or of one ``shard=(I, N)`` of them)
+    and a frame list."""
     if not 1 <= quality <= 100:
         raise UserError(f"--quality must be in 1..100, got {quality}")
     if short_side < 0:
         raise UserError(f"--short-side must be 0 (keep size) or positive, got {short_side}")
     out = Path(out)
     jobs, classes = find_jobs(src, root)
+    jobs = [job for job in jobs if in_shard(job.name, shard)]
     out.mkdir(parents=True, exist_ok=True)
     if list_file is None:
-        list_file = out / ("frame_list.txt" if classes is not None else f"{Path(src).stem}_frames.txt")
+        list_file = out / default_list_name(src, classes is not None, shard)
     summary = ExtractSummary(Path(list_file))
     if classes is not None:
         summary.label_file = out / "labels.txt"
@@ -99,6 +102,12 @@ def extract_frames(src: str | Path, out: str | Path, list_file: str | Path | Non
         summary.bytes_written += size
     write_frame_list(summary.list_file, rows)
     return summary
+
+
+def default_list_name(src: str | Path, from_folder: bool, shard: tuple[int, int] | None = None) -> str:
+    """``frame_list.txt`` for a folder, ``<list stem>_frames.txt`` for a list; shards add ``.shard-I-of-N``."""
+    stem = "frame_list" if from_folder else f"{Path(src).stem}_frames"
+    return f"{stem}.shard-{shard[0]}-of-{shard[1]}.txt" if shard else f"{stem}.txt"
 
 
 def _extract_job(arg: tuple[VideoJob, Path, int, int]) -> tuple[str, tuple[int, int, str]]:

@@ -6,7 +6,6 @@ averaged over all views, softmax over the logits.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,28 +40,21 @@ def torch_predictor(model: torch.nn.Module, settings: ClipSettings, class_names:
     return Predictor(run, settings, class_names)
 
 
-def onnx_predictor(path: str | Path) -> Predictor:
+def onnx_predictor(path: str | Path, provider: str = "cpu") -> Predictor:
     """Read an exported model: the protocol and class names come from its metadata."""
-    import onnxruntime as ort
+    from tsnctl.runtime import OnnxClassifier, class_names, inference_session, model_metadata
 
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"{path}: ONNX model not found")
-    try:
-        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    except Exception as exc:  # noqa: BLE001 - onnxruntime raises several types for bad files
-        raise UserError(f"{path}: not a readable ONNX model ({str(exc).splitlines()[0][:200]})") from None
-    meta = session.get_modelmeta().custom_metadata_map
-    if "tsnctl.class_names" not in meta:
-        raise UserError(f"{path}: no tsnctl metadata; export the model with 'tsnctl export'")
+    session = inference_session(path, provider)
+    meta = model_metadata(session, path)
     settings = ClipSettings("video", int(meta["tsnctl.num_seg"]), int(meta["tsnctl.short_side"]),
                             int(meta["tsnctl.crop_size"]), crop=meta["tsnctl.crop"],
                             image_template=meta["tsnctl.image_template"])
+    model = OnnxClassifier(session)
 
     def run(clips: torch.Tensor) -> np.ndarray:
-        return session.run(None, {"clips": clips.numpy()})[0]
+        return model(clips).numpy()
 
-    return Predictor(run, settings, json.loads(meta["tsnctl.class_names"]))
+    return Predictor(run, settings, class_names(meta))
 
 
 def clip_sample(clip: str | Path, template: str) -> tuple[Sample, str]:

@@ -1,0 +1,66 @@
+"""ONNX models in test and predict: the same scores as the checkpoint, and clear provider errors."""
+
+import csv
+
+import pytest
+import torch
+from conftest import write_frames
+from typer.testing import CliRunner
+
+from tsnctl.cli import app
+from tsnctl.config import Config
+from tsnctl.engine.checkpoint import save_checkpoint
+from tsnctl.models.tsn import TSN
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    root = tmp_path_factory.mktemp("onnx")
+    cfg = Config()
+    cfg.model.backbone, cfg.model.num_classes = "resnet18", 3
+    cfg.data.short_side, cfg.data.crop_size, cfg.data.num_workers = 40, 32, 0
+    cfg.test.num_seg, cfg.test.crop, cfg.train.device = 2, "three", "cpu"
+    torch.manual_seed(0)
+    model = TSN("resnet18", 3)
+    save_checkpoint(root / "model.pt", {"model": model.state_dict(), "epoch": 0, "config": cfg.to_dict(),
+                                        "class_names": ["a", "b", "c"]})
+    lines = []
+    for i in range(3):
+        write_frames(root / "frames" / f"clip{i}", 5 + i, seed=i)
+        lines.append(f"frames/clip{i} {5 + i} {i}\n")
+    (root / "list.txt").write_text("".join(lines))
+    result = runner.invoke(app, ["export", "-w", str(root / "model.pt"), "-o", str(root / "model.onnx")])
+    assert result.exit_code == 0, result.output
+    return root
+
+
+def scores(path):
+    return [[float(v) for v in row[2:]] for row in list(csv.reader(open(path)))[1:]]
+
+
+def test_onnx_test_scores_equal_the_checkpoint(exported):
+    root = exported
+    common = ["--list", str(root / "list.txt"), "-o", "data.num_workers=0"]
+    by_ckpt = runner.invoke(app, ["test", "-w", str(root / "model.pt"), *common, "--save-scores", str(root / "a.csv")])
+    by_onnx = runner.invoke(app, ["test", "-m", str(root / "model.onnx"), *common, "--save-scores",
+                                  str(root / "b.csv")])
+    assert by_ckpt.exit_code == 0, by_ckpt.output
+    assert by_onnx.exit_code == 0, by_onnx.output
+    assert "2 segments x 3 crops (ThreeCrop)" in by_onnx.output
+    torch.testing.assert_close(torch.tensor(scores(root / "b.csv")), torch.tensor(scores(root / "a.csv")),
+                               rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("command", ["test", "predict"])
+def test_missing_gpu_provider_is_a_one_line_error(exported, command):
+    import onnxruntime
+
+    if "CUDAExecutionProvider" in onnxruntime.get_available_providers():
+        pytest.skip("this onnxruntime has CUDA")
+    args = [command, "-m", str(exported / "model.onnx"), "--provider", "cuda"]
+    args += ["--list", str(exported / "list.txt")] if command == "test" else [str(exported / "frames" / "clip0")]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2
+    assert "no CUDAExecutionProvider" in result.output and "Traceback" not in result.output
