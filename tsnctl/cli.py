@@ -201,7 +201,8 @@ def train(
 def test(
     weights: Annotated[Path | None, typer.Option("--weights", "-w", help="Checkpoint to evaluate.")] = None,
     model: Annotated[Path | None, typer.Option(
-        "--model", "-m", help="Or an ONNX model from 'tsnctl export' (its own test protocol; -c gives the lists).")] = None,
+        "--model", "-m", help="Or an ONNX model from 'tsnctl export' (own test protocol; -c gives the lists).",
+    )] = None,
     provider: Annotated[str, typer.Option(help="onnxruntime provider for -m: cpu, cuda or tensorrt.")] = "cpu",
     config: ConfigOpt = None,
     override: OverrideOpt = None,
@@ -326,7 +327,7 @@ def merge_lists(
     src: Annotated[Path, typer.Argument(help="The folder or video list extracted in shards (sets the order).")],
     shard_lists: Annotated[list[Path], typer.Argument(help="The frame lists written by 'extract-frames --shard'.")],
     output: Annotated[Path, typer.Option("--output", "-o", help="Merged frame list to write.")],
-    root: Annotated[str, typer.Option(help="Folder the video list's paths are relative to (as in extract-frames).")] = "",
+    root: Annotated[str, typer.Option(help="Folder the video list's paths are relative to.")] = "",
     allow_missing: Annotated[bool, typer.Option(help="Merge even when some videos are in no shard list.")] = False,
 ) -> None:
     """Join the frame lists of sharded extractions into the list one machine would have written."""
