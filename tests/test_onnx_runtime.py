@@ -1,7 +1,9 @@
 """ONNX models in test and predict: the same scores as the checkpoint, and clear provider errors."""
 
 import csv
+import json
 
+import onnx
 import pytest
 import torch
 from conftest import write_frames
@@ -64,3 +66,19 @@ def test_missing_gpu_provider_is_a_one_line_error(exported, command):
     result = runner.invoke(app, args)
     assert result.exit_code == 2
     assert "no CUDAExecutionProvider" in result.output and "Traceback" not in result.output
+
+
+def test_fp16_export_is_verified_and_predicts_like_fp32(exported):
+    root = exported
+    result = runner.invoke(app, ["export", "-w", str(root / "model.pt"), "-o", str(root / "half.onnx"), "--fp16"])
+    assert result.exit_code == 0, result.output
+    assert "fp16" in result.output
+    proto = onnx.load(str(root / "half.onnx"))
+    assert proto.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT16
+    assert (root / "half.onnx").stat().st_size < 0.6 * (root / "model.onnx").stat().st_size
+    clip = str(root / "frames" / "clip1")
+    full = runner.invoke(app, ["predict", clip, "-m", str(root / "model.onnx"), "--json"])
+    half = runner.invoke(app, ["predict", clip, "-m", str(root / "half.onnx"), "--json"])
+    a, b = json.loads(full.stdout)[0]["topk"], json.loads(half.stdout)[0]["topk"]
+    assert a[0]["label"] == b[0]["label"]
+    assert a[0]["prob"] == pytest.approx(b[0]["prob"], abs=1e-2)

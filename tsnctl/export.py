@@ -7,6 +7,7 @@ metadata so ``predict -m`` needs nothing else.
 
 from __future__ import annotations
 
+import copy
 import json
 import warnings
 from dataclasses import dataclass
@@ -31,23 +32,31 @@ class ExportReport:
     max_abs_diff: float  # onnxruntime vs torch on random clips
 
 
-def to_onnx(loaded: LoadedModel, output: str | Path, opset: int = OPSET) -> ExportReport:
-    """Write ``output``, check it with ``onnx.checker`` and compare it with torch through onnxruntime."""
+FP16_TOLERANCE = 1e-2  # max |fp16 - fp32| logit difference, relative to the largest |logit| (>= 1)
+
+
+def to_onnx(loaded: LoadedModel, output: str | Path, opset: int = OPSET, fp16: bool = False) -> ExportReport:
+    """Write ``output``, check it with ``onnx.checker`` and compare it with torch through onnxruntime.
+
+    With ``fp16`` the weights, input and output are half precision (half the file, faster on GPUs); the
+    check then compares with the fp32 torch model within ``FP16_TOLERANCE`` and requires the same top-1.
+    """
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
     cfg = loaded.cfg
     model = loaded.model.eval().cpu()
     views = cfg.test.num_seg * VIEWS_PER_FRAME[cfg.test.crop]
     example = torch.randn(2, views, 3, cfg.data.crop_size, cfg.data.crop_size)
+    exported = copy.deepcopy(model).half() if fp16 else model
     with warnings.catch_warnings():
         # The TorchScript exporter is deprecated in favour of torch.export, but it needs no extra
         # packages and exports the plain ResNet + mean graph exactly.
         warnings.simplefilter("ignore")
-        torch.onnx.export(model, (example,), str(output), dynamo=False, opset_version=opset,
-                          input_names=["clips"], output_names=["logits"],
+        torch.onnx.export(exported, (example.half() if fp16 else example,), str(output), dynamo=False,
+                          opset_version=opset, input_names=["clips"], output_names=["logits"],
                           dynamic_axes={"clips": {0: "batch", 1: "views"}, "logits": {0: "batch"}})
     proto = onnx.load(str(output))
-    metadata = export_metadata(loaded)
+    metadata = {**export_metadata(loaded), "tsnctl.precision": "fp16" if fp16 else "fp32"}
     for key, value in metadata.items():
         entry = proto.metadata_props.add()
         entry.key, entry.value = key, value
@@ -57,9 +66,14 @@ def to_onnx(loaded: LoadedModel, output: str | Path, opset: int = OPSET) -> Expo
     session = ort.InferenceSession(str(output), providers=["CPUExecutionProvider"])
     with torch.no_grad():
         expected = model(example).numpy()
-    got = session.run(None, {"clips": example.numpy()})[0]
+    got = session.run(None, {"clips": (example.half() if fp16 else example).numpy()})[0].astype(np.float32)
     diff = float(np.abs(got - expected).max())
-    if not diff < 1e-3:
+    if fp16:
+        scale = max(1.0, float(np.abs(expected).max()))
+        ok = diff <= FP16_TOLERANCE * scale and (got.argmax(1) == expected.argmax(1)).all()
+    else:
+        ok = diff < 1e-3
+    if not ok:
         raise UserError(f"{output}: onnxruntime output differs from torch by {diff:.3g}", exit_code=1)
     return ExportReport(output, ["batch", views, 3, cfg.data.crop_size, cfg.data.crop_size], diff)
 
