@@ -25,7 +25,7 @@ from rich.table import Table
 from tsnctl import __version__
 from tsnctl.config import Config, apply_overrides, load_config, validate
 from tsnctl.errors import UserError
-from tsnctl.progress import ProgressFn
+from tsnctl.progress import LogProgress, ProgressFn
 
 app = typer.Typer(help="Temporal Segment Networks for video action recognition: extract, train, test, export, "
                        "predict.", no_args_is_help=True, add_completion=True, pretty_exceptions_enable=False)
@@ -64,7 +64,11 @@ def _one_line(message: str) -> str:
 
 @contextmanager
 def rich_progress() -> Iterator[ProgressFn]:
-    """A ProgressFn drawing one Rich bar per task, with rate, ETA and a status text."""
+    """A ProgressFn drawing one Rich bar per task, with rate, ETA and a status text; plain log lines instead
+    when stderr is not a terminal (a log file, a pipe, CI)."""
+    if not err_console.is_terminal:
+        yield LogProgress()
+        return
     progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                         TextColumn("{task.fields[rate]}"),
                         TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
@@ -185,7 +189,12 @@ def train(
     resume: Annotated[bool, typer.Option("--resume", help="Continue from OUTPUT/last.pt.")] = False,
     device: DeviceOpt = None,
 ) -> None:
-    """Train a TSN with the reference recipe; writes last.pt, best.pt, metrics.csv and config.yaml."""
+    """Train a TSN with the reference recipe; writes checkpoints, metrics and curves into the run folder.
+
+    The run folder gets last.pt, best.pt (with --validate), config.yaml, metrics.csv (per
+    epoch), steps.csv (per log interval), curves.png, and TensorBoard events in tensorboard/
+    when tensorboard is installed.
+    """
     from tsnctl.engine.train import train as run
 
     cfg = _config(config, override, device)
@@ -214,21 +223,30 @@ def test(
     save_scores: Annotated[Path | None, typer.Option(help="CSV with one row per video: name, label, "
                                                              "logit_0 ...")] = None,
     metrics_json: Annotated[Path | None, typer.Option(help="Write the metrics as JSON to this file.")] = None,
+    report_dir: Annotated[Path | None, typer.Option(help="Folder for per_class.csv, confused_pairs.csv, "
+                                                         "confusion.png and metrics.json (default: "
+                                                         "<checkpoint folder>/test_<list name>).")] = None,
     device: DeviceOpt = None,
 ) -> None:
-    """Evaluate a checkpoint or an ONNX model: video-level top-1/top-5 and mean class accuracy over all views."""
+    """Evaluate a checkpoint or an ONNX model: video-level top-1/top-5 and mean class accuracy over all views.
+
+    Also writes a report (per_class.csv, confused_pairs.csv, confusion.png, metrics.json)
+    into --report-dir.
+    """
     from tsnctl.engine.evaluate import run_test
-    from tsnctl.runtime import OnnxClassifier, apply_protocol, inference_session, model_metadata
+    from tsnctl.reports import summary, write_report
+    from tsnctl.runtime import OnnxClassifier, apply_protocol, class_names, inference_session, model_metadata
 
     if (weights is None) == (model is None):
         raise UserError("give exactly one of -w CHECKPOINT or -m MODEL.onnx")
     if model is not None:
         session = inference_session(model, provider)
-        cfg = apply_protocol(_config(config, override), model_metadata(session, model))
-        classifier = OnnxClassifier(session)
+        meta = model_metadata(session, model)
+        cfg = apply_protocol(_config(config, override), meta)
+        classifier, names = OnnxClassifier(session), class_names(meta)
     else:
         loaded = _load_weights(weights, config, override)
-        cfg, classifier = loaded.cfg, loaded.model
+        cfg, classifier, names = loaded.cfg, loaded.model, loaded.class_names
     if device:
         cfg.train.device = device
     if crop is not None:
@@ -246,10 +264,11 @@ def test(
         table.add_column(column, justify="right")
     table.add_row(f"{result.top1:.2f}%", f"{result.top5:.2f}%", f"{result.mean_class:.2f}%")
     out_console.print(table)
+    report = write_report(result, names, report_dir or (weights or model).parent
+                          / f"test_{Path(list_file or cfg.data.test_list).stem}")
+    _print_report(report)
     if metrics_json:
-        metrics_json.write_text(json.dumps({"top1": result.top1, "top5": result.top5, "mean_class_accuracy":
-                                            result.mean_class, "videos": result.num_videos,
-                                            "protocol": result.protocol}, indent=2))
+        metrics_json.write_text(json.dumps(summary(result), indent=2))
 
 
 @app.command()
@@ -276,28 +295,47 @@ def export(
 @app.command()
 @cli_errors
 def predict(
-    clips: Annotated[list[Path], typer.Argument(help="Video files or frame folders to classify.")],
+    clips: Annotated[list[Path] | None, typer.Argument(help="Video files or frame folders to classify; any other "
+                                                            "folder stands for every video under it.")] = None,
     weights: Annotated[Path | None, typer.Option("--weights", "-w", help="A tsnctl checkpoint.")] = None,
     model: Annotated[Path | None, typer.Option("--model", "-m", help="An ONNX model from 'tsnctl export'.")] = None,
     config: ConfigOpt = None,
     override: OverrideOpt = None,
     topk: Annotated[int, typer.Option(help="How many classes to show per clip.")] = 5,
     labels: Annotated[Path | None, typer.Option(help="Class names file overriding the model's.")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print only JSON to stdout.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print only JSON to stdout (one object per line "
+                                                          "with --stream).")] = False,
     device: DeviceOpt = None,
     provider: Annotated[str, typer.Option(help="onnxruntime provider for -m: cpu, cuda or tensorrt.")] = "cpu",
+    output: Annotated[Path | None, typer.Option("--output", help="Also write the predictions to this CSV file "
+                                                "(one row per clip, or per prediction with --stream).")] = None,
+    stream: Annotated[str | None, typer.Option(help="Classify a stream instead of clips: a webcam index (0), a "
+                                                    "video file or an rtsp:// or http(s):// URL.")] = None,
+    stride: Annotated[int, typer.Option(help="With --stream: frames between predictions.")] = 16,
+    window: Annotated[int, typer.Option(help="With --stream: the last WINDOW frames are sampled for each "
+                                             "prediction (default: 2 x the model's test segments).",
+                                       show_default=False)] = 0,
+    save_video: Annotated[Path | None, typer.Option(help="With --stream: write the frames with the latest "
+                                                         "prediction drawn on them to this .mp4.")] = None,
 ) -> None:
-    """Classify clips with a checkpoint (-w) or an exported ONNX model (-m); prints the top-k classes."""
+    """Classify clips, folders of videos or a live stream; prints the top-k classes.
+
+    The model is a checkpoint (-w) or an exported ONNX model (-m). With --stream, a prediction
+    is printed every --stride frames over the last --window frames, until the stream ends
+    (or Ctrl-C).
+    """
     from tsnctl.data.dataset import ClipSettings
     from tsnctl.data.lists import read_labels
     from tsnctl.engine.loaders import resolve_device
-    from tsnctl.predict import onnx_predictor, torch_predictor
+    from tsnctl.predict import expand_clips, onnx_predictor, torch_predictor, write_predictions_csv
     from tsnctl.predict import predict as run
 
     if (weights is None) == (model is None):
         raise UserError("give exactly one of -w CHECKPOINT or -m MODEL.onnx")
     if topk < 1:
         raise UserError("--topk must be at least 1")
+    if bool(clips) == (stream is not None):
+        raise UserError("give clips to classify or --stream SOURCE (not both)")
     if model is not None:
         predictor = onnx_predictor(model, provider)
     else:
@@ -308,8 +346,14 @@ def predict(
         predictor = torch_predictor(loaded.model, settings, loaded.class_names,
                                     resolve_device(device or cfg.train.device))
     names = read_labels(labels) if labels else None
+    if stream is not None:
+        _predict_stream(predictor, stream, stride, window, topk, names, save_video, output, as_json)
+        return
+    clips = expand_clips(clips, predictor.settings.image_template)
     with rich_progress() as progress:
-        results = run(predictor, [str(c) for c in clips], topk, names, progress if len(clips) > 1 else _silent)
+        results = run(predictor, clips, topk, names, progress if len(clips) > 1 else _silent)
+    if output:
+        write_predictions_csv(results, output)
     if as_json:
         sys.stdout.write(json.dumps(results, indent=2) + "\n")
         return
@@ -341,6 +385,68 @@ def merge_lists(
     lines = merge_frame_lists([job.name for job in jobs], [str(p) for p in shard_lists], allow_missing)
     output.write_text("".join(lines))
     out_console.print(f"merged {len(lines)} of {len(jobs)} videos from {len(shard_lists)} shard list(s) -> {output}")
+
+
+@app.command()
+@cli_errors
+def plot(
+    runs: Annotated[list[Path], typer.Argument(help="Run folders of 'tsnctl train' (each with a metrics.csv).")],
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Image to write (.png, .pdf or .svg; "
+                                                "default: RUN_DIR/curves.png for one run, curves.png for "
+                                                "several).")] = None,
+) -> None:
+    """Redraw the loss and top-1/top-5 curves of one run, or overlay several runs in one figure."""
+    from tsnctl.plots import plot_runs
+
+    target = output or (runs[0] / "curves.png" if len(runs) == 1 else Path("curves.png"))
+    out_console.print(f"wrote {plot_runs(runs, target)}", highlight=False)
+
+
+def _print_report(report, rows: int = 5) -> None:
+    """The weakest classes and the most confused pairs of a test report, as Rich tables."""
+    from tsnctl.reports import class_order
+
+    weakest = Table(title="weakest classes (all: per_class.csv)", title_justify="left")
+    for column, justify in (("class", "left"), ("videos", "right"), ("top-1", "right"), ("top-5", "right"),
+                            ("most confused with", "left")):
+        weakest.add_column(column, justify=justify)
+    for c in [report.classes[i] for i in class_order(report) if report.classes[i].support][:rows]:
+        weakest.add_row(c.name, str(c.support), f"{c.top1:.1f}%", f"{c.top5:.1f}%", c.confused_with)
+    out_console.print(weakest)
+    if report.pairs:
+        pairs = Table(title="most confused pairs (all: confused_pairs.csv)", title_justify="left")
+        for column, justify in (("true class", "left"), ("predicted as", "left"), ("videos", "right"),
+                                ("share", "right")):
+            pairs.add_column(column, justify=justify)
+        for p in report.pairs[:rows]:
+            pairs.add_row(p.true_name, p.predicted_name, str(p.count), f"{p.share:.1f}%")
+        out_console.print(pairs)
+    out_console.print(f"report -> {report.folder} (confusion.png, per_class.csv, confused_pairs.csv, "
+                      "metrics.json)", highlight=False, soft_wrap=True)
+
+
+def _predict_stream(predictor, source: str, stride: int, window: int, topk: int, names: list[str] | None,
+                    save_video: Path | None, output: Path | None, as_json: bool) -> None:
+    """Print each prediction of ``stream_predict`` as it comes (a line, or a JSON object per line)."""
+    from tsnctl.predict import write_predictions_csv
+    from tsnctl.stream import stream_predict
+
+    window = window or 2 * predictor.settings.num_seg
+    rows = []
+    try:
+        for p in stream_predict(predictor, source, window, stride, topk, names, save_video):
+            row = {"frame": p.frame, "time": round(p.time, 3), "topk": p.topk}
+            rows.append(row)
+            if as_json:
+                sys.stdout.write(json.dumps(row) + "\n")
+                sys.stdout.flush()
+            else:
+                classes = "  ".join(f"{e['label']} {100 * e['prob']:.1f}%" for e in p.topk)
+                out_console.print(f"frame {p.frame} ({p.time:.2f}s): {classes}", highlight=False, soft_wrap=True)
+    finally:  # a live stream ends with Ctrl-C: keep what was predicted
+        if output:
+            write_predictions_csv(rows, output, ("frame", "time"))
+    log.info("stream ended: %d prediction(s)%s", len(rows), f"; video -> {save_video}" if save_video else "")
 
 
 def _silent(task: str, done: int, total: int, status: str = "") -> None:

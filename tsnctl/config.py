@@ -24,9 +24,9 @@ class DataConfig:
 
     format: str = "frames"  # "frames": JPEG folders with a frame list; "video": video files with a video list
     root: str = ""  # prefix of the paths in the lists; empty means the folder that holds each list
-    train_list: str = ""
-    val_list: str = ""
-    test_list: str = ""
+    train_list: str = ""  # training list: "<frame_dir> <num_frames> <label>" (frames) or "<path> <label>" (video)
+    val_list: str = ""  # validation list (same format), used by train --validate
+    test_list: str = ""  # test list (same format), used by test unless --list is given
     label_file: str = ""  # class names, one per line ("name" or "<id> name"); empty: class_0, class_1, ...
     image_template: str = "img_{:05d}.jpg"  # frame file names, 1-based as in the reference
     short_side: int = 256  # Scale: the short side after resizing (aspect ratio kept)
@@ -39,7 +39,7 @@ class ModelConfig:
     """The TSN network: a ResNet backbone and the consensus head."""
 
     backbone: str = "resnet50"  # resnet18 | resnet34 | resnet50 | resnet101 | resnet152
-    num_classes: int = 400
+    num_classes: int = 400  # size of the fc output; must match the label file's class count
     dropout: float = 0.4  # applied to the averaged feature, before the fc
     fc_std: float = 0.01  # fc weight init: Normal(0, fc_std), bias 0
     pretrained: str = ""  # "" (random init), "imagenet", or a path to a torchvision ResNet state dict
@@ -51,14 +51,14 @@ class TrainConfig:
 
     num_seg: int = 3  # segments sampled per clip
     batch_size: int = 32  # clips per step (per GPU)
-    epochs: int = 100
+    epochs: int = 100  # passes over the training list
     lr: float = 0.01  # the reference uses 0.01 for a global batch of 256 (8 GPUs x 32)
     lr_steps: list[int] = field(default_factory=lambda: [40, 80])  # epochs after which lr *= lr_gamma
-    lr_gamma: float = 0.1
-    momentum: float = 0.9
+    lr_gamma: float = 0.1  # factor applied to lr at each epoch of lr_steps
+    momentum: float = 0.9  # SGD momentum (not Nesterov)
     weight_decay: float = 1e-4  # on all parameters, BN and biases included, as in the reference
     clip_grad_norm: float = 40.0  # global gradient norm limit; 0 disables clipping
-    seed: int = 0
+    seed: int = 0  # seeds model init, shuffling, segment sampling and crops
     log_interval: int = 20  # steps between log lines
     save_interval: int = 10  # epochs between periodic checkpoints (last.pt is written every epoch)
     device: str = "auto"  # auto | cpu | cuda | cuda:N
@@ -68,15 +68,15 @@ class TrainConfig:
 class ValidConfig:
     """Validation during training: CenterCrop on ``num_seg`` centred segments."""
 
-    num_seg: int = 3
-    batch_size: int = 32
+    num_seg: int = 3  # segments per clip (centred, one CenterCrop each)
+    batch_size: int = 32  # clips per forward pass
 
 
 @dataclass
 class TestConfig:
     """The test protocol: ``num_seg`` centred segments times the crops of ``crop``."""
 
-    num_seg: int = 25
+    num_seg: int = 25  # centred segments per video (the reference tests with 25)
     crop: str = "ten"  # ten | three | center
     batch_size: int = 1  # clips per forward pass (each clip is num_seg x crops views)
 

@@ -6,6 +6,8 @@ averaged over all views, softmax over the logits.
 
 from __future__ import annotations
 
+import csv
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -81,12 +83,44 @@ def predict(predictor: Predictor, clips: list[str], topk: int = 5, labels: list[
                                 image_template=predictor.settings.image_template)
         views = load_clip(sample, settings, np.random.default_rng(0))
         logits = predictor.run(views[None])[0]
-        if len(names) != len(logits):
-            raise UserError(f"{len(names)} class names given for a model with {len(logits)} classes")
-        probs = torch.softmax(torch.from_numpy(logits).double(), dim=0)
-        top = probs.topk(min(topk, len(probs)))
-        results.append({"clip": str(clip), "topk": [
-            {"label": names[i], "index": int(i), "prob": float(p)} for p, i in zip(top.values, top.indices, strict=True)
-        ]})
+        results.append({"clip": str(clip), "topk": topk_entries(logits, names, topk)})
         progress("predict", done, len(clips), "")
     return results
+
+
+def topk_entries(logits: np.ndarray, names: list[str], topk: int) -> list[dict]:
+    """``[{"label", "index", "prob"}, ...]`` for the ``topk`` most likely classes of logits ``[C]``."""
+    if len(names) != len(logits):
+        raise UserError(f"{len(names)} class names given for a model with {len(logits)} classes")
+    probs = torch.softmax(torch.from_numpy(logits).double(), dim=0)
+    top = probs.topk(min(topk, len(probs)))
+    return [{"label": names[i], "index": int(i), "prob": float(p)}
+            for p, i in zip(top.values.tolist(), top.indices.tolist(), strict=True)]
+
+
+def expand_clips(paths: list[str | Path], template: str = "img_{:05d}.jpg") -> list[str]:
+    """Clips to classify: a frame folder or a video stays as given; any other folder stands for every
+    video file under it (recursively, sorted). A folder with neither is an error."""
+    clips: list[str] = []
+    for path in map(Path, paths):
+        if not path.is_dir() or any(path.glob(re.sub(r"\{[^}]*\}", "*", template))):
+            clips.append(str(path))
+            continue
+        videos = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in VIDEO_EXTENSIONS)
+        if not videos:
+            raise UserError(f"{path}: neither a frame folder ({template.format(1)} ...) nor a folder with video "
+                            f"files ({', '.join(VIDEO_EXTENSIONS)})")
+        clips.extend(map(str, videos))
+    return clips
+
+
+def write_predictions_csv(rows: list[dict], path: str | Path, key_columns: tuple[str, ...] = ("clip",)) -> None:
+    """One line per prediction: the key columns (``clip``, or ``frame, time`` for a stream), then
+    ``label_1, index_1, prob_1, label_2, ...`` most likely first."""
+    depth = max((len(r["topk"]) for r in rows), default=0)
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow([*key_columns, *(f"{c}_{k}" for k in range(1, depth + 1) for c in ("label", "index", "prob"))])
+        for row in rows:
+            writer.writerow([*(row[c] for c in key_columns),
+                             *(v for e in row["topk"] for v in (e["label"], e["index"], f"{e['prob']:.6f}"))])

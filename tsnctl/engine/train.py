@@ -3,7 +3,8 @@
 SGD (momentum 0.9, weight decay on every parameter), gradients clipped to a global norm before the
 step, learning rate multiplied by ``lr_gamma`` after each epoch in ``lr_steps``. Writes ``last.pt`` every
 epoch, ``best.pt`` when validation improves top-1, ``epoch_N.pt`` every ``save_interval`` epochs, and
-``metrics.csv`` and the resolved ``config.yaml`` in the output folder.
+``metrics.csv`` and the resolved ``config.yaml`` in the output folder (``steps.csv``, ``curves.png`` and
+TensorBoard events come from ``runlog``).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from tsnctl.engine.checkpoint import load_checkpoint, save_checkpoint
 from tsnctl.engine.evaluate import evaluate
 from tsnctl.engine.loaders import class_names, clip_loader, read_split, resolve_device
 from tsnctl.engine.metrics import accuracy
+from tsnctl.engine.runlog import IntervalStats, RunLog
 from tsnctl.errors import UserError
 from tsnctl.models.tsn import TSN, build_model
 from tsnctl.progress import ProgressFn, no_progress
@@ -86,12 +88,13 @@ def train(cfg: Config, output_dir: str | Path, validate: bool = False, resume: b
         start_epoch, best_top1 = _resume(output_dir / "last.pt", model, optimizer, scheduler)
         log.info("resumed from %s after epoch %d", output_dir / "last.pt", start_epoch)
     save_config(cfg, output_dir / "config.yaml")
+    run_log = RunLog(output_dir)
 
     last_val_top1 = None
     for epoch in range(start_epoch, cfg.train.epochs):
         train_loader.dataset.set_epoch(epoch)
         shuffle_rng.manual_seed(cfg.train.seed * 100_003 + epoch)  # the same order on resume
-        stats = train_one_epoch(model, train_loader, optimizer, device, epoch, cfg, progress)
+        stats = train_one_epoch(model, train_loader, optimizer, device, epoch, cfg, progress, run_log)
         scheduler.step()
         log.info("epoch %d/%d train: loss %.4f top1 %.2f top5 %.2f lr %.5f (data %.1fs, step %.1fs)",
                  epoch + 1, cfg.train.epochs, stats.loss, stats.top1, stats.top5, stats.lr,
@@ -117,11 +120,13 @@ def train(cfg: Config, output_dir: str | Path, validate: bool = False, resume: b
             save_checkpoint(output_dir / "best.pt", state)
         if cfg.train.save_interval > 0 and (epoch + 1) % cfg.train.save_interval == 0:
             save_checkpoint(output_dir / f"epoch_{epoch + 1}.pt", state)
+        run_log.end_epoch(epoch + 1)
+    run_log.close()
     return TrainResult(output_dir, cfg.train.epochs - start_epoch, best_top1, last_val_top1)
 
 
 def train_one_epoch(model: TSN, loader, optimizer: torch.optim.Optimizer, device: torch.device, epoch: int,
-                    cfg: Config, progress: ProgressFn = no_progress) -> EpochStats:
+                    cfg: Config, progress: ProgressFn = no_progress, run_log: RunLog | None = None) -> EpochStats:
     """One pass over the training loader; returns the epoch's mean loss and accuracies."""
     model.train()
     total = len(loader)
@@ -146,11 +151,15 @@ def train_one_epoch(model: TSN, loader, optimizer: torch.optim.Optimizer, device
         sums["loss"] += loss.item()
         sums["top1"] += accuracy(logits.detach(), labels, 1)
         sums["top5"] += accuracy(logits.detach(), labels, 5)
-        status = f"loss {sums['loss'] / step:.3f} top1 {sums['top1'] / step:.1f} lr {lr:.4g}"
+        status = (f"loss {sums['loss'] / step:.3f} top1 {sums['top1'] / step:.1f} lr {lr:.4g} "
+                  f"data/step {data_time:.1f}s/{step_time:.1f}s")
         progress(f"train {epoch + 1}/{cfg.train.epochs}", step, total, status)
         if step % cfg.train.log_interval == 0:
             log.info("epoch %d step %d/%d: loss %.4f top1 %.2f top5 %.2f lr %.5f", epoch + 1, step, total,
                      sums["loss"] / step, sums["top1"] / step, sums["top5"] / step, lr)
+            if run_log is not None:
+                run_log.interval(IntervalStats(epoch + 1, step, total, sums["loss"] / step, sums["top1"] / step,
+                                               sums["top5"] / step, lr, data_time, step_time))
     if not torch.isfinite(torch.tensor(sums["loss"])):
         raise UserError(f"training diverged in epoch {epoch + 1} (loss is not finite); lower train.lr",
                         exit_code=1)
