@@ -202,3 +202,13 @@ def test_tensorboard_events_when_installed(tmp_path):
     run_log.close()
     assert list((tmp_path / "run" / "tensorboard").glob("events.out.tfevents.*"))
     assert png_size(tmp_path / "run" / "curves.png") == (1200, 450)
+
+
+def test_relative_links_in_docs_point_to_files():
+    import re
+
+    pages = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
+    for page in pages:
+        for target in re.findall(r"\]\(([^)#\s]+)\)", page.read_text()):
+            if "://" not in target:
+                assert (page.parent / target).exists(), f"{page.relative_to(ROOT)}: broken link {target}"
