@@ -212,3 +212,14 @@ def test_relative_links_in_docs_point_to_files():
         for target in re.findall(r"\]\(([^)#\s]+)\)", page.read_text()):
             if "://" not in target:
                 assert (page.parent / target).exists(), f"{page.relative_to(ROOT)}: broken link {target}"
+
+
+def test_unwritable_report_folder_is_one_line_error(tmp_path):
+    from tsnctl.reports import write_report
+
+    (tmp_path / "taken").write_text("a file where the folder should go")
+    logits, labels = torch.eye(2), torch.tensor([0, 1])
+    result = evaluate.TestResult(100.0, 100.0, 100.0, 2, "test", logits, labels, ["a", "b"])
+    with pytest.raises(UserError, match="cannot write the test report") as error:
+        write_report(result, ["x", "y"], tmp_path / "taken" / "report")
+    assert error.value.exit_code == 1

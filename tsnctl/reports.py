@@ -88,6 +88,15 @@ def build_report(result: TestResult, class_names: list[str], folder: str | Path)
 def write_report(result: TestResult, class_names: list[str], folder: str | Path) -> TestReport:
     """Build the report and write its four files into ``folder`` (created if needed)."""
     report = build_report(result, class_names, folder)
+    try:
+        _write_files(report, result)
+    except OSError as exc:
+        raise UserError(f"{exc.filename or report.folder}: cannot write the test report ({exc.strerror}); "
+                        "choose another folder with --report-dir", exit_code=1) from None
+    return report
+
+
+def _write_files(report: TestReport, result: TestResult) -> None:
     report.folder.mkdir(parents=True, exist_ok=True)
     with open(report.folder / "per_class.csv", "w", newline="") as f:
         writer = csv.writer(f)
@@ -101,9 +110,8 @@ def write_report(result: TestResult, class_names: list[str], folder: str | Path)
             writer.writerow([p.true_index, p.true_name, p.predicted_index, p.predicted_name, p.count,
                              f"{p.share:.2f}"])
     (report.folder / "metrics.json").write_text(json.dumps(summary(result), indent=2) + "\n")
-    draw_confusion(confusion_matrix(result.logits, result.labels, len(class_names)), report,
+    draw_confusion(confusion_matrix(result.logits, result.labels, len(report.classes)), report,
                    report.folder / "confusion.png")
-    return report
 
 
 def summary(result: TestResult) -> dict:
