@@ -223,3 +223,12 @@ def test_unwritable_report_folder_is_one_line_error(tmp_path):
     with pytest.raises(UserError, match="cannot write the test report") as error:
         write_report(result, ["x", "y"], tmp_path / "taken" / "report")
     assert error.value.exit_code == 1
+
+
+def test_every_command_and_option_has_help():
+    from typer.main import get_command
+
+    for name, command in get_command(app).commands.items():
+        assert command.help, f"{name} has no description"
+        for param in command.params:
+            assert getattr(param, "help", None), f"{name} {param.opts} has no help"
