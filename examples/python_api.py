@@ -3,7 +3,8 @@
     python examples/python_api.py WORKDIR            # the demo recipe (CPU, minutes)
     python examples/python_api.py WORKDIR --tiny     # a smoke run on a few clips (seconds)
 
-Everything the CLI does is a plain function call; progress and logging are optional.
+Run it from the project root (the full run reads configs/demo.yaml). Everything the CLI does is a plain
+function call; progress and logging are optional.
 """
 
 from __future__ import annotations

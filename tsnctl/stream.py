@@ -4,7 +4,9 @@ The last ``window`` frames are kept (already scaled to the model's short side); 
 once the window is full, ``num_seg`` centred segments are taken from it and scored with the model's test
 crops, as ``predict`` does for a whole clip. A source that ends before the window fills still gets one
 prediction over the frames it had. Optionally every frame is written to a video with the latest
-prediction drawn on it.
+prediction drawn on it. Predictions run in the reading loop: with a model slower than a live source
+they fall behind real time (whether unread frames are dropped or queued depends on the camera or
+stream backend); times are frames read / the source's frame rate.
 """
 
 from __future__ import annotations
