@@ -42,22 +42,24 @@ def plot_runs(run_dirs: list[str | Path], output: str | Path) -> Path:
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(12, 4.5))
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for number, (run_dir, (rows, steps)) in enumerate(runs):
-        color = colors[number % len(colors)]
         prefix = f"{_label(run_dir, runs)} " if len(runs) > 1 else ""
-        if steps:
-            x = [int(s["epoch"]) - 1 + int(s["step"]) / int(s["steps"]) for s in steps]
-            ax_loss.plot(x, [float(s["loss"]) for s in steps], color=color, alpha=0.25, linewidth=1)
         for split, style in (("train", "-"), ("valid", "--")):
+            # one run: a colour per split; several: a colour per run, the line style tells the split
+            color = colors[(number if len(runs) > 1 else split == "valid") % len(colors)]
+            if split == "train" and steps:
+                x = [int(s["epoch"]) - 1 + int(s["step"]) / int(s["steps"]) for s in steps]
+                ax_loss.plot(x, [float(s["loss"]) for s in steps], color=color, alpha=0.25, linewidth=1,
+                             label=f"{prefix}train (per interval)")
             part = [r for r in rows if r["split"] == split]
             if not part:
                 continue
             epochs = [int(r["epoch"]) for r in part]
             ax_loss.plot(epochs, [float(r["loss"]) for r in part], style, color=color, marker="o",
-                         markersize=3, label=f"{prefix}{split}")
+                         markersize=4, label=f"{prefix}{split}")
             ax_acc.plot(epochs, [float(r["top1"]) for r in part], style, color=color, marker="o",
-                        markersize=3, label=f"{prefix}{split} top-1")
-            ax_acc.plot(epochs, [float(r["top5"]) for r in part], style, color=color, alpha=0.45,
-                        label=f"{prefix}{split} top-5")
+                        markersize=4, label=f"{prefix}{split} top-1")
+            ax_acc.plot(epochs, [float(r["top5"]) for r in part], style, color=color, marker="^",
+                        markersize=4, alpha=0.45, label=f"{prefix}{split} top-5")
     ax_loss.set(xlabel="epoch", ylabel="cross-entropy loss", title="loss")
     ax_acc.set(xlabel="epoch", ylabel="accuracy (%)", title="top-1 / top-5", ylim=(0, 100))
     for ax in (ax_loss, ax_acc):

@@ -14,6 +14,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from tsnctl.engine.evaluate import TestResult
@@ -21,6 +22,7 @@ from tsnctl.engine.metrics import topk_correct
 from tsnctl.errors import UserError
 
 MAX_TICK_LABELS = 60  # above this many classes the axes carry no names (see per_class.csv)
+MAX_CELL_LABELS = 20  # up to this many classes each non-zero cell shows its percentage
 
 
 @dataclass
@@ -142,6 +144,7 @@ def draw_confusion(matrix: torch.Tensor, report: TestReport, output: Path) -> No
     fig, ax = plt.subplots(figsize=(side + 1.5, side))
     image = ax.imshow(rates, cmap="viridis", norm=PowerNorm(0.5, vmin=0, vmax=100), interpolation="nearest")
     fig.colorbar(image, ax=ax, fraction=0.04, label="% of the true class (sqrt scale)")
+    names_hint = ""
     if num_classes <= MAX_TICK_LABELS:
         names = [report.classes[c].name for c in order]
         ax.set_xticks(range(num_classes), names, rotation=90, fontsize=7)
@@ -149,8 +152,14 @@ def draw_confusion(matrix: torch.Tensor, report: TestReport, output: Path) -> No
     else:
         ax.set_xticks([])
         ax.set_yticks([])
+        names_hint = " (names: per_class.csv)"
+    if num_classes <= MAX_CELL_LABELS:
+        for (row, col), rate in np.ndenumerate(rates):
+            if rate > 0:
+                ax.text(col, row, f"{rate:.0f}", ha="center", va="center", fontsize=7,
+                        color="black" if rate > 50 else "white")
     ax.set(xlabel="predicted class", ylabel="true class",
-           title=f"confusion: {num_classes} classes sorted by top-1, worst first (names: per_class.csv)")
+           title=f"confusion (% of true class): {num_classes} classes sorted by top-1, worst first{names_hint}")
     fig.tight_layout()
     fig.savefig(output, dpi=100)
     plt.close(fig)
