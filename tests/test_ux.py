@@ -108,6 +108,8 @@ def test_expand_clips_keeps_frame_folders_and_lists_videos(tmp_path):
     clips = expand_clips([tmp_path / "frames" / "clip_a", tmp_path / "videos"])
     assert clips == [str(tmp_path / "frames" / "clip_a"), str(tmp_path / "videos" / "a" / "one.avi"),
                      str(tmp_path / "videos" / "b" / "two.mp4")]
+    (tmp_path / "videos" / "list.txt").write_text("a/one.avi 0\n\n# a comment\nb/two.mp4\n")
+    assert expand_clips([tmp_path / "videos" / "list.txt"]) == clips[1:]
     (tmp_path / "empty").mkdir()
     with pytest.raises(UserError, match="neither a frame folder"):
         expand_clips([tmp_path / "empty"])

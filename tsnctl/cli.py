@@ -295,7 +295,8 @@ def export(
 @app.command()
 @cli_errors
 def predict(
-    clips: Annotated[list[Path] | None, typer.Argument(help="Video files or frame folders to classify; any other "
+    clips: Annotated[list[Path] | None, typer.Argument(help="Video files or frame folders to classify; a .txt "
+                                                            "list of them ('<path> [label]' lines); any other "
                                                             "folder stands for every video under it.")] = None,
     weights: Annotated[Path | None, typer.Option("--weights", "-w", help="A tsnctl checkpoint.")] = None,
     model: Annotated[Path | None, typer.Option("--model", "-m", help="An ONNX model from 'tsnctl export'.")] = None,

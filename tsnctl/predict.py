@@ -99,10 +99,14 @@ def topk_entries(logits: np.ndarray, names: list[str], topk: int) -> list[dict]:
 
 
 def expand_clips(paths: list[str | Path], template: str = "img_{:05d}.jpg") -> list[str]:
-    """Clips to classify: a frame folder or a video stays as given; any other folder stands for every
-    video file under it (recursively, sorted). A folder with neither is an error."""
+    """Clips to classify: a frame folder or a video stays as given; a ``.txt`` file is a list of clips
+    (``<path>`` or ``<path> <label>`` lines, relative to the list's folder, as a video list); any other
+    folder stands for every video file under it (recursively, sorted). A folder with neither is an error."""
     clips: list[str] = []
     for path in map(Path, paths):
+        if path.suffix == ".txt" and path.is_file():
+            clips.extend(_listed_clips(path))
+            continue
         if not path.is_dir() or any(path.glob(re.sub(r"\{[^}]*\}", "*", template))):
             clips.append(str(path))
             continue
@@ -111,6 +115,20 @@ def expand_clips(paths: list[str | Path], template: str = "img_{:05d}.jpg") -> l
             raise UserError(f"{path}: neither a frame folder ({template.format(1)} ...) nor a folder with video "
                             f"files ({', '.join(VIDEO_EXTENSIONS)})")
         clips.extend(map(str, videos))
+    return clips
+
+
+def _listed_clips(list_file: Path) -> list[str]:
+    clips = []
+    for line in list_file.read_text().splitlines():
+        fields = line.split()
+        if not fields or fields[0].startswith("#"):
+            continue
+        if len(fields) > 1 and fields[-1].lstrip("-").isdigit():
+            fields = fields[:-1]  # a video list's label
+        clips.append(str(list_file.parent / " ".join(fields)))
+    if not clips:
+        raise UserError(f"{list_file}: the list holds no clips")
     return clips
 
 
