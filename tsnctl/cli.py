@@ -194,6 +194,9 @@ def test(
                                                              "logit_0 ...")] = None,
     metrics_json: Annotated[Path | None, typer.Option(help="Write the metrics as JSON to this file.")] = None,
     device: DeviceOpt = None,
+    max_views_per_batch: Annotated[int | None, typer.Option(help="Run a clip's views through the model in "
+                                   "chunks of at most this many (same scores, bounded memory; default: "
+                                   "test.max_views_per_batch, 0 = all at once).")] = None,
 ) -> None:
     """Evaluate a checkpoint: video-level top-1/top-5 and mean class accuracy over all views."""
     from tsnctl.engine.evaluate import run_test
@@ -209,6 +212,8 @@ def test(
         cfg.test.num_seg = num_seg
     if data_root is not None:
         cfg.data.root = str(data_root)
+    if max_views_per_batch is not None:
+        cfg.test.max_views_per_batch = max_views_per_batch
     validate(cfg)
     with rich_progress() as progress:
         result = run_test(loaded.model, cfg, str(list_file or ""), save_scores, progress)

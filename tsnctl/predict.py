@@ -17,10 +17,11 @@ import torch
 from tsnctl.data.dataset import ClipSettings, load_clip
 from tsnctl.data.decode import VIDEO_EXTENSIONS, count_folder_frames
 from tsnctl.data.lists import Sample
+from tsnctl.data.transforms import normalize
 from tsnctl.errors import UserError
 from tsnctl.progress import ProgressFn, no_progress
 
-Runner = Callable[[torch.Tensor], np.ndarray]  # clips [1, V, 3, H, W] -> logits [1, C]
+Runner = Callable[[torch.Tensor], np.ndarray]  # uint8 clips [1, V, 3, H, W] -> logits [1, C]
 
 
 @dataclass
@@ -36,7 +37,7 @@ def torch_predictor(model: torch.nn.Module, settings: ClipSettings, class_names:
 
     @torch.no_grad()
     def run(clips: torch.Tensor) -> np.ndarray:
-        return model(clips.to(device)).float().cpu().numpy()
+        return model(normalize(clips.to(device))).float().cpu().numpy()
 
     return Predictor(run, settings, class_names)
 
@@ -60,7 +61,7 @@ def onnx_predictor(path: str | Path) -> Predictor:
                             image_template=meta["tsnctl.image_template"])
 
     def run(clips: torch.Tensor) -> np.ndarray:
-        return session.run(None, {"clips": clips.numpy()})[0]
+        return session.run(None, {"clips": normalize(clips).numpy()})[0]
 
     return Predictor(run, settings, json.loads(meta["tsnctl.class_names"]))
 
