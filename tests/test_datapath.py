@@ -66,3 +66,49 @@ def test_persistent_workers_follow_the_epoch(tmp_path):
             expected = load_clip(samples[label], settings, sample_rng(5, epoch, label))
             assert torch.equal(clip, expected), f"epoch {epoch}: a worker drew another epoch's crops"
             assert torch.equal(clip, dataset[(epoch, label)][0])
+
+
+def write_bframe_video(path, num_frames: int, height: int = 64, width: int = 96):
+    """An H.264 mp4 with B-frames (decode order != presentation order); frame i shows a bar at x = 3*i."""
+    import av
+
+    codec = "libx264" if "libx264" in av.codecs_available else "mpeg4"
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream(codec, rate=25)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        stream.options = {"bf": "3", "g": "40"} if codec == "libx264" else {}
+        stream.codec_context.max_b_frames = 3
+        for i in range(num_frames):
+            image = np.full((height, width, 3), 40, np.uint8)
+            image[:, (3 * i) % width : (3 * i) % width + 6] = (250, 200, 30)
+            image[: height // 2, :, 2] = (5 * i) % 256
+            for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
+
+
+def test_video_path_matches_the_extracted_frames(tmp_path):
+    from tsnctl.data.decode import count_folder_frames, read_frame_folder, read_video
+    from tsnctl.extract import extract_video
+
+    video = write_bframe_video(tmp_path / "clip.mp4", 60)
+    folder = tmp_path / "frames" / "clip.mp4"
+    extracted, _ = extract_video(video, folder)
+    assert extracted == count_folder_frames(folder) == 60
+    rng = np.random.default_rng(0)
+    for indices in ([0, 1, 2], [59], [7, 3, 3, 40, 21], sorted(rng.choice(60, 8, replace=False).tolist())):
+        seen = []
+        from_video = read_video(video, lambda n, ids=indices, seen=seen: seen.append(n) or ids)
+        from_frames = read_frame_folder(folder, indices)
+        assert seen == [60]
+        assert from_video.shape == from_frames.shape
+        diff = np.abs(from_video.astype(int) - from_frames.astype(int))
+        assert diff.mean() < 1.5, f"{indices}: frames differ by more than JPEG loss"
+        # every frame is nearer its own JPEG than the JPEG of its neighbours: no off-by-one
+        for k, i in enumerate(indices):
+            for j in (i - 1, i + 1):
+                if 0 <= j < 60:
+                    other = read_frame_folder(folder, [j])[0].astype(int)
+                    assert np.abs(from_video[k].astype(int) - other).mean() > diff[k].mean() + 1
