@@ -112,3 +112,16 @@ def test_video_path_matches_the_extracted_frames(tmp_path):
                 if 0 <= j < 60:
                     other = read_frame_folder(folder, [j])[0].astype(int)
                     assert np.abs(from_video[k].astype(int) - other).mean() > diff[k].mean() + 1
+
+
+def test_normalize_is_the_same_for_every_memory_layout():
+    hwc = torch.randint(0, 256, (2, 5, 16, 24, 3), dtype=torch.uint8)
+    loader_layout = hwc.permute(0, 1, 4, 2, 3)  # what to_tensor + collate produce: [H, W, C] in memory
+    contiguous = loader_layout.contiguous()
+    odd = torch.randint(0, 256, (1, 3, 5, 7), dtype=torch.uint8)  # numel not a multiple of the tile
+    expected = reference_float_path(contiguous.reshape(-1, 3, 16, 24).permute(0, 2, 3, 1).numpy())
+    for clips in (loader_layout, contiguous):
+        out = T.normalize(clips)
+        assert out.shape == clips.shape and out.dtype == torch.float32
+        np.testing.assert_array_equal(out.reshape(-1, 3, 16, 24).numpy(), expected)
+    np.testing.assert_array_equal(T.normalize(odd).numpy(), reference_float_path(odd.permute(0, 2, 3, 1).numpy()))

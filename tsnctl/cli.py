@@ -300,6 +300,66 @@ def predict(
         out_console.print(table)
 
 
+bench_app = typer.Typer(help="Measure the data path, the model and frame extraction (tables, optional JSON).",
+                        no_args_is_help=True)
+app.add_typer(bench_app, name="bench")
+JsonOpt = Annotated[Path | None, typer.Option("--json", help="Also write the results as JSON to this file.")]
+
+
+def _csv(text: str) -> tuple[str, ...]:
+    return tuple(x.strip() for x in text.split(",") if x.strip())
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
+def _write_json(path: Path | None, result: object) -> None:
+    if path:
+        import dataclasses
+
+        path.write_text(json.dumps(dataclasses.asdict(result), indent=2) + "\n")
+        out_console.print(f"wrote {path}")
+
+
+@bench_app.command("data")
+@cli_errors
+def bench_data(
+    config: ConfigOpt = None,
+    override: OverrideOpt = None,
+    formats: Annotated[str, typer.Option(help="Comma-separated: frames, video.")] = "frames,video",
+    modes: Annotated[str, typer.Option(help="Comma-separated: train, valid, test.")] = "train,valid,test",
+    min_time: Annotated[float, typer.Option(help="Seconds each pipeline runs per case.")] = 2.0,
+    baseline: Annotated[bool, typer.Option(help="Run the reference's per-image path side by side.")] = True,
+    json_file: JsonOpt = None,
+) -> None:
+    """Data path ms per sample by stage, on one core, against the reference's per-image path.
+
+    Uses the config's lists when it names any, else generated 340x256 JPEG folders and H.264 clips."""
+    from tsnctl.bench.data import bench_data as run
+
+    cfg = _config(config, override)
+    with rich_progress() as progress:
+        result = run(cfg, _csv(formats), _csv(modes), min_time, baseline, progress)
+    out_console.print(f"bench data on {result.source}; one core, ms per sample", highlight=False)
+    stages = Table(title="stages (each timed alone)", title_justify="left")
+    for column in ("format", "mode", "views", "read", "decode", "transform", "collate", "normalize"):
+        stages.add_column(column, justify="left" if column in ("format", "mode") else "right")
+    speed = Table(title="against the reference's per-image path, side by side", title_justify="left")
+    for column in ("format", "mode", "loader", "+normalize", "samples/s", "reference", "speed-up", "loader only"):
+        speed.add_column(column, justify="left" if column in ("format", "mode") else "right")
+    for case in result.cases:
+        stages.add_row(case.fmt, case.mode, case.views, *(_ms(case.stages_ms[k]) for k in
+                       ("read", "decode", "transform", "collate", "normalize")))
+        total = case.loader_ms + case.normalize_ms
+        speed.add_row(case.fmt, case.mode, _ms(case.loader_ms), _ms(total), f"{1000 / total:.1f}",
+                      _ms(case.baseline_ms), f"{case.speedup:.2f}x" if case.speedup else case.note or "-",
+                      f"{case.speedup_loader:.2f}x" if case.speedup_loader else "-")
+    out_console.print(stages)
+    out_console.print(speed)
+    _write_json(json_file, result)
+
+
 def _silent(task: str, done: int, total: int, status: str = "") -> None:
     """No bar for a single clip."""
 

@@ -162,8 +162,20 @@ def to_tensor(frames: np.ndarray) -> torch.Tensor:
 def normalize(clips: torch.Tensor) -> torch.Tensor:
     """uint8 ``[..., 3, H, W]`` -> float32: ``x/255``, minus the ImageNet mean, over its std (RGB order).
 
-    The operations run in the reference's order so the values match it bit for bit.
+    The operations run in the reference's order so the values match it bit for bit. They run in place on
+    one float buffer; batches from the loader keep each frame's ``[H, W, C]`` memory layout (``to_tensor``
+    does not copy), and for them the channel pattern is tiled so that the inner loop runs over 192 values
+    instead of 3 (4x faster on a CPU than broadcasting over a channel dimension of stride 1).
     """
+    hwc = clips.movedim(-3, -1)
+    if hwc.is_contiguous() and hwc.numel() % _TILE == 0:
+        out = hwc.reshape(-1, _TILE).to(torch.float32, copy=True)
+        mean = torch.tensor(MEAN, device=clips.device).repeat(_TILE // 3)
+        std = torch.tensor(STD, device=clips.device).repeat(_TILE // 3)
+        return out.div_(255.0).sub_(mean).div_(std).view(hwc.shape).movedim(-1, -3)
     mean = torch.tensor(MEAN, device=clips.device).view(3, 1, 1)
     std = torch.tensor(STD, device=clips.device).view(3, 1, 1)
-    return (clips.float() / 255.0 - mean) / std
+    return clips.to(torch.float32, copy=True).div_(255.0).sub_(mean).div_(std)
+
+
+_TILE = 192  # 64 pixels x 3 channels
