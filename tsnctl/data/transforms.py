@@ -68,8 +68,13 @@ def crop(frames: np.ndarray, box: Box) -> np.ndarray:
     return frames[:, y : y + h, x : x + w]
 
 
-def hflip(frames: np.ndarray) -> np.ndarray:
-    return np.ascontiguousarray(frames[:, :, ::-1])
+def hflip(frames: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """Mirror every frame left-right, into ``out`` when given. ``cv2.flip`` is ~20x faster than copying a
+    negatively strided numpy view."""
+    out = np.empty(frames.shape, frames.dtype) if out is None else out
+    for frame, target in zip(frames, out, strict=True):
+        cv2.flip(frame, 1, dst=target)
+    return out
 
 
 def multi_scale_crop_box(height: int, width: int, crop_size: int, rng: np.random.Generator) -> Box:
@@ -132,12 +137,17 @@ def ten_crop_boxes(height: int, width: int, crop_size: int) -> list[Box]:
 
 
 def ten_crop(frames: np.ndarray, crop_size: int) -> np.ndarray:
-    """TenCrop (test). ``[T,H,W,C] -> [10*T,c,c,C]`` ordered ``[p0 x T, p0 flipped x T, p1 x T, ...]``."""
-    views = []
-    for box in ten_crop_boxes(*frames.shape[1:3], crop_size):
+    """TenCrop (test). ``[T,H,W,C] -> [10*T,c,c,C]`` ordered ``[p0 x T, p0 flipped x T, p1 x T, ...]``.
+
+    Each view is written once into one output array: the 25x10 test clip is 37 MB of uint8.
+    """
+    t = frames.shape[0]
+    out = np.empty((10 * t, crop_size, crop_size, frames.shape[3]), frames.dtype)
+    for k, box in enumerate(ten_crop_boxes(*frames.shape[1:3], crop_size)):
         patch = crop(frames, box)
-        views += [patch, hflip(patch)]
-    return np.concatenate(views)
+        out[2 * k * t : (2 * k + 1) * t] = patch
+        hflip(patch, out[(2 * k + 1) * t : (2 * k + 2) * t])
+    return out
 
 
 def three_crop_boxes(height: int, width: int, crop_size: int) -> list[Box]:
