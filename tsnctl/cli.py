@@ -360,6 +360,57 @@ def bench_data(
     _write_json(json_file, result)
 
 
+@bench_app.command("model")
+@cli_errors
+def bench_model(
+    config: ConfigOpt = None,
+    override: OverrideOpt = None,
+    device: DeviceOpt = None,
+    batch_size: Annotated[int | None, typer.Option(help="Clips per step (default: train.batch_size on a GPU, "
+                                                        "2 on a CPU).")] = None,
+    num_seg: Annotated[int | None, typer.Option(help="Views per clip (default: train.num_seg).")] = None,
+    min_time: Annotated[float, typer.Option(help="Seconds per measurement.")] = 3.0,
+    json_file: JsonOpt = None,
+) -> None:
+    """Images/s of the configured TSN: forward, and forward+backward+step; fp32, channels_last, autocast."""
+    from tsnctl.bench.model import bench_model as run
+
+    cfg = _config(config, override)
+    with rich_progress() as progress:
+        result = run(cfg, device, batch_size, num_seg, min_time, progress)
+    table = Table(title=f"bench model: {result.backbone} at {result.size}x{result.size}, {result.batch_size} "
+                        f"clips x {result.num_seg} views, {result.device}", title_justify="left")
+    for column in ("variant", "forward img/s", "train step img/s", "note"):
+        table.add_column(column, justify="right" if "img/s" in column else "left")
+    for case in result.cases:
+        table.add_row(case.variant, *(f"{v:.1f}" if v else "-" for v in (case.forward_ips, case.train_ips)),
+                      case.note)
+    out_console.print(table)
+    _write_json(json_file, result)
+
+
+@bench_app.command("extract")
+@cli_errors
+def bench_extract(
+    repeats: Annotated[int, typer.Option(help="Runs per measurement (the best counts).")] = 3,
+    json_file: JsonOpt = None,
+) -> None:
+    """Frames/s of extract-frames on one core, against 'ffmpeg -i clip.mp4 -q:v 2 img_%05d.jpg'."""
+    from tsnctl.bench.extract import bench_extract as run
+
+    with rich_progress() as progress:
+        result = run(repeats, progress)
+    table = Table(title=f"bench extract: {result.clip}, {result.frames} frames, one core", title_justify="left")
+    for column in ("what", "frames/s", "note"):
+        table.add_column(column, justify="right" if column == "frames/s" else "left")
+    for case in result.cases:
+        table.add_row(case.name, f"{case.frames_per_s:.1f}" if case.frames_per_s else "-", case.note)
+    out_console.print(table)
+    if result.ratio_to_ffmpeg:
+        out_console.print(f"extract-frames / ffmpeg: {result.ratio_to_ffmpeg:.2f}x")
+    _write_json(json_file, result)
+
+
 def _silent(task: str, done: int, total: int, status: str = "") -> None:
     """No bar for a single clip."""
 

@@ -1,7 +1,9 @@
 """``bench data``: per-sample cost of the data path by stage, and its speed against the reference's.
 
-Everything runs in this process on one thread (OpenCV and torch pinned to 1), so the numbers are per
-core; the two pipelines alternate sample by sample so that load from other processes hits both alike.
+Everything runs in this process on one thread (OpenCV and torch pinned to 1) and is timed in CPU time
+(``time.process_time``), so the numbers are per core and other processes on the machine do not count
+against either side; the two pipelines alternate sample by sample so that contention for caches and
+memory bandwidth hits both alike.
 The tsnctl side counts what a loader worker and the engine do per sample: read, decode, transform, its
 share of the batch collate and of the one float normalization per batch (on the CPU here; on a GPU
 machine that last step moves to the GPU).
@@ -139,14 +141,14 @@ def _bench_case(samples: list[Sample], s: ClipSettings, mode: str, cfg: Config, 
     count = 0
     while count < 3 or ours < min_time or (run_baseline and theirs < min_time):
         sample = samples[count % len(samples)]
-        started = time.perf_counter()
+        started = time.process_time()
         load_clip(sample, s, sample_rng(0, count, count % len(samples)))
-        ours += time.perf_counter() - started
+        ours += time.process_time() - started
         if run_baseline:
             random.seed(count)
-            started = time.perf_counter()
+            started = time.process_time()
             _baseline_clip(sample, s, count)
-            theirs += time.perf_counter() - started
+            theirs += time.process_time() - started
         count += 1
     loader_ms = 1000 * ours / count + collate_ms
     stages = {**_stages(samples[0], s), "collate": collate_ms, "normalize": normalize_ms}
@@ -178,10 +180,10 @@ def _batch_costs(clip: torch.Tensor, batch_size: int, repeats: int = 3) -> tuple
     float_clips = [torch.from_numpy(c.numpy().astype(np.float32)) for c in clips]
     times = []
     for fn in (lambda: torch.stack(clips), lambda: normalize(torch.stack(clips)), lambda: torch.stack(float_clips)):
-        started = time.perf_counter()
+        started = time.process_time()
         for _ in range(repeats):
             fn()
-        times.append(1000 * (time.perf_counter() - started) / (repeats * batch_size))
+        times.append(1000 * (time.process_time() - started) / (repeats * batch_size))
     return times[0], times[1] - times[0], times[2]
 
 
@@ -196,21 +198,21 @@ def _stages(sample: Sample, s: ClipSettings, repeats: int = 5) -> dict[str, floa
     for _ in range(repeats):
         if s.fmt == "frames":
             indices = index_fn(sample.num_frames)
-            started = time.perf_counter()
+            started = time.process_time()
             data = [(sample.path / s.image_template.format(i + 1)).read_bytes() for i in indices]
-            times["read"] += time.perf_counter() - started
-            started = time.perf_counter()
+            times["read"] += time.process_time() - started
+            started = time.process_time()
             frames = np.stack([simplejpeg.decode_jpeg(d, colorspace="RGB") for d in data])
         else:
-            started = time.perf_counter()
+            started = time.process_time()
             frames = video.read_video(sample.path, index_fn)  # demuxing (reading) included
-        times["decode"] += time.perf_counter() - started
-        started = time.perf_counter()
+        times["decode"] += time.process_time() - started
+        started = time.process_time()
         if s.mode == "train":
             train_preset(frames, s.short_side, s.crop_size, rng)
         else:
             eval_preset(frames, s.short_side, s.crop_size, s.crop)
-        times["transform"] += time.perf_counter() - started
+        times["transform"] += time.process_time() - started
     return {k: 1000 * v / repeats for k, v in times.items()}
 
 
