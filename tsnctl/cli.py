@@ -140,9 +140,14 @@ def extract_frames(
     short_side: Annotated[int, typer.Option(help="Resize frames to this short side (aspect kept); 0 keeps the "
                                                  "size, as the reference.")] = 0,
     quality: Annotated[int, typer.Option(help="JPEG quality (the reference uses OpenCV's default, 95).")] = 95,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Only estimate the frame count and disk use; "
+                                                             "write nothing.")] = False,
 ) -> None:
     """Extract JPEG frame folders from videos and write a frame list '<frame_dir> <num_frames> <label>'."""
     from tsnctl.extract import extract_frames as run
+
+    if dry_run:
+        return _extract_dry_run(src, root, short_side, quality)
 
     with rich_progress() as progress:
         summary = run(src, out, list_file, root, workers, short_side, quality, progress)
@@ -370,6 +375,7 @@ def bench_model(
                                                         "2 on a CPU).")] = None,
     num_seg: Annotated[int | None, typer.Option(help="Views per clip (default: train.num_seg).")] = None,
     min_time: Annotated[float, typer.Option(help="Seconds per measurement.")] = 3.0,
+    threads: Annotated[int, typer.Option(help="torch CPU threads (default: torch's choice).")] = 0,
     json_file: JsonOpt = None,
 ) -> None:
     """Images/s of the configured TSN: forward, and forward+backward+step; fp32, channels_last, autocast."""
@@ -377,9 +383,10 @@ def bench_model(
 
     cfg = _config(config, override)
     with rich_progress() as progress:
-        result = run(cfg, device, batch_size, num_seg, min_time, progress)
+        result = run(cfg, device, batch_size, num_seg, min_time, threads, progress)
     table = Table(title=f"bench model: {result.backbone} at {result.size}x{result.size}, {result.batch_size} "
-                        f"clips x {result.num_seg} views, {result.device}", title_justify="left")
+                        f"clips x {result.num_seg} views, {result.device}, {result.threads} CPU threads",
+                  title_justify="left")
     for column in ("variant", "forward img/s", "train step img/s", "note"):
         table.add_column(column, justify="right" if "img/s" in column else "left")
     for case in result.cases:
@@ -409,6 +416,18 @@ def bench_extract(
     if result.ratio_to_ffmpeg:
         out_console.print(f"extract-frames / ffmpeg: {result.ratio_to_ffmpeg:.2f}x")
     _write_json(json_file, result)
+
+
+def _extract_dry_run(src: Path, root: str, short_side: int, quality: int) -> None:
+    from tsnctl.extract_estimate import estimate_extraction
+
+    with rich_progress() as progress:
+        est = estimate_extraction(src, root, short_side, quality, progress=progress)
+    out_console.print(f"dry run: {est.videos} videos, ~{est.frames} frames, ~{est.total_bytes / 1e9:.2f} GB "
+                      f"(~{est.bytes_per_frame / 1e3:.1f} KB per frame from {est.probed_frames} sample frames); "
+                      "nothing written", highlight=False, soft_wrap=True)
+    for _video, reason in est.unreadable:
+        err_console.print(f"[red]unreadable:[/] {reason}", highlight=False)
 
 
 def _silent(task: str, done: int, total: int, status: str = "") -> None:

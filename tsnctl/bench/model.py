@@ -36,16 +36,29 @@ class ModelBench:
     batch_size: int
     num_seg: int
     size: int
+    threads: int  # torch CPU threads
     cases: list[ModelCase] = field(default_factory=list)
 
 
 def bench_model(cfg: Config, device: str | None = None, batch_size: int | None = None, num_seg: int | None = None,
-                min_time: float = 3.0, progress: ProgressFn = no_progress) -> ModelBench:
-    """Time the configured backbone at ``data.crop_size`` with ``batch_size`` clips of ``num_seg`` views."""
+                min_time: float = 3.0, threads: int = 0, progress: ProgressFn = no_progress) -> ModelBench:
+    """Time the configured backbone at ``data.crop_size`` with ``batch_size`` clips of ``num_seg`` views
+    (``threads > 0`` sets torch's CPU threads for the run)."""
     dev = resolve_device(device or cfg.train.device)
+    previous_threads = torch.get_num_threads()
+    if threads > 0:
+        torch.set_num_threads(threads)
+    try:
+        return _run(cfg, dev, batch_size, num_seg, min_time, progress)
+    finally:
+        torch.set_num_threads(previous_threads)
+
+
+def _run(cfg: Config, dev: torch.device, batch_size: int | None, num_seg: int | None, min_time: float,
+         progress: ProgressFn) -> ModelBench:
     batch_size = batch_size or (cfg.train.batch_size if dev.type == "cuda" else 2)
     num_seg = num_seg or cfg.train.num_seg
-    result = ModelBench(str(dev), cfg.model.backbone, batch_size, num_seg, cfg.data.crop_size)
+    result = ModelBench(str(dev), cfg.model.backbone, batch_size, num_seg, cfg.data.crop_size, torch.get_num_threads())
     variants = _variants(dev)
     for done, (name, channels_last, dtype) in enumerate(variants):
         progress("bench model", done, len(variants), name)
