@@ -336,6 +336,8 @@ def bench_data(
     modes: Annotated[str, typer.Option(help="Comma-separated: train, valid, test.")] = "train,valid,test",
     min_time: Annotated[float, typer.Option(help="Seconds each pipeline runs per case.")] = 2.0,
     baseline: Annotated[bool, typer.Option(help="Run the reference's per-image path side by side.")] = True,
+    device: Annotated[str, typer.Option("--device", help="Where batches are normalized: cpu, or cuda as in GPU "
+                                                         "training (host-to-device copy included).")] = "cpu",
     json_file: JsonOpt = None,
 ) -> None:
     """Data path ms per sample by stage, on one core, against the reference's per-image path.
@@ -345,8 +347,9 @@ def bench_data(
 
     cfg = _config(config, override)
     with rich_progress() as progress:
-        result = run(cfg, _csv(formats), _csv(modes), min_time, baseline, progress)
-    out_console.print(f"bench data on {result.source}; one core, ms per sample", highlight=False)
+        result = run(cfg, _csv(formats), _csv(modes), min_time, baseline, device, progress)
+    out_console.print(f"bench data on {result.source}; one core, ms per sample; batches normalized on "
+                      f"{result.device}", highlight=False)
     stages = Table(title="stages (each timed alone)", title_justify="left")
     for column in ("format", "mode", "views", "read", "decode", "transform", "collate", "normalize"):
         stages.add_column(column, justify="left" if column in ("format", "mode") else "right")

@@ -30,6 +30,7 @@ from tsnctl.data.lists import Sample, read_list
 from tsnctl.data.presets import eval_preset, train_preset
 from tsnctl.data.sampling import eval_indices, sample_rng, train_indices
 from tsnctl.data.transforms import normalize
+from tsnctl.engine.loaders import model_input, resolve_device
 from tsnctl.errors import UserError
 from tsnctl.progress import ProgressFn, no_progress
 
@@ -44,7 +45,8 @@ class DataCase:
     views: str  # e.g. "25 x 10 = 250"
     stages_ms: dict[str, float]  # read, decode, transform, collate, normalize: ms per sample
     loader_ms: float  # ms per sample in a loader worker: load_clip end to end, plus its share of the collate
-    normalize_ms: float  # its share of the batch normalization (CPU here; on the GPU on a GPU machine)
+    normalize_ms: float  # its share of the batch normalization on the bench's device (CPU: CPU time;
+    # CUDA: wall time of the pinned host-to-device copy and normalization, synchronized)
     baseline_ms: float | None  # the reference's per-image path (normalization included) on the same clips
     note: str = ""
     speedup: float | None = None  # baseline / (loader + normalize): both on the CPU
@@ -54,12 +56,17 @@ class DataCase:
 @dataclass
 class DataBench:
     source: str  # where the clips came from
+    device: str  # where batches are normalized
     cases: list[DataCase] = field(default_factory=list)
 
 
 def bench_data(cfg: Config, formats: tuple[str, ...] = FORMATS, modes: tuple[str, ...] = MODES,
-               min_time: float = 2.0, baseline: bool = True, progress: ProgressFn = no_progress) -> DataBench:
-    """Measure each (format, mode) on the config's lists, or on generated 340x256 clips when it has none."""
+               min_time: float = 2.0, baseline: bool = True, device: str = "cpu",
+               progress: ProgressFn = no_progress) -> DataBench:
+    """Measure each (format, mode) on the config's lists, or on generated 340x256 clips when it has none.
+
+    ``device`` is where the batch normalization runs (``cuda``: as in GPU training and testing)."""
+    dev = resolve_device(device)
     for name, given, valid in (("format", formats, FORMATS), ("mode", modes, MODES)):
         bad = [x for x in given if x not in valid]
         if bad:
@@ -74,12 +81,12 @@ def bench_data(cfg: Config, formats: tuple[str, ...] = FORMATS, modes: tuple[str
             if lists is None:
                 lists = _synthetic_lists(Path(tmp), formats)
                 source = "generated 340x256 clips, 250 frames (10 s at 25 fps): JPEG q95 folders and x264 mp4s"
-            result = DataBench(source)
+            result = DataBench(source, str(dev))
             todo = [(fmt, mode) for fmt in formats for mode in modes if (fmt, mode) in lists]
             for done, (fmt, mode) in enumerate(todo, start=1):
                 progress("bench data", done - 1, len(todo), f"{fmt} {mode}")
                 settings = _settings(cfg, fmt, mode)
-                result.cases.append(_bench_case(lists[fmt, mode], settings, mode, cfg, min_time, baseline))
+                result.cases.append(_bench_case(lists[fmt, mode], settings, mode, cfg, min_time, baseline, dev))
             progress("bench data", len(todo), len(todo), "")
             return result
     finally:
@@ -125,10 +132,12 @@ def _batch_size(cfg: Config, mode: str) -> int:
 
 
 def _bench_case(samples: list[Sample], s: ClipSettings, mode: str, cfg: Config, min_time: float,
-                baseline: bool) -> DataCase:
+                baseline: bool, dev: torch.device) -> DataCase:
     """Alternate tsnctl and the baseline sample by sample until each has run ``min_time`` seconds."""
     clip = load_clip(samples[0], s, sample_rng(0, 0, 0))
     collate_ms, normalize_ms, float_collate_ms = _batch_costs(clip, _batch_size(cfg, mode))
+    if dev.type == "cuda":
+        normalize_ms = _cuda_normalize_ms(clip, _batch_size(cfg, mode), dev)
     views = f"{s.num_seg} x {clip.shape[0] // s.num_seg} = {clip.shape[0]}" if clip.shape[0] > s.num_seg else str(
         s.num_seg)
     note = ""
@@ -185,6 +194,18 @@ def _batch_costs(clip: torch.Tensor, batch_size: int, repeats: int = 3) -> tuple
             fn()
         times.append(1000 * (time.process_time() - started) / (repeats * batch_size))
     return times[0], times[1] - times[0], times[2]
+
+
+def _cuda_normalize_ms(clip: torch.Tensor, batch_size: int, dev: torch.device, repeats: int = 10) -> float:
+    """Wall ms per sample of copying a pinned uint8 batch to the GPU and normalizing it there."""
+    batch = torch.stack([clip] * batch_size).pin_memory()
+    model_input(batch, dev)
+    torch.cuda.synchronize(dev)
+    started = time.perf_counter()
+    for _ in range(repeats):
+        model_input(batch, dev)
+    torch.cuda.synchronize(dev)
+    return 1000 * (time.perf_counter() - started) / (repeats * batch_size)
 
 
 def _stages(sample: Sample, s: ClipSettings, repeats: int = 5) -> dict[str, float]:
