@@ -8,7 +8,6 @@ Errors name the file.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
 from pathlib import Path
 
 import cv2
@@ -20,7 +19,7 @@ from tsnctl.errors import UserError
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".webm", ".mov", ".m4v", ".mpg", ".mpeg", ".flv", ".wmv")
 
-IndexFn = Callable[[int], list[int]]  # num_frames -> the 0-based indices to read
+IndexFn = video.IndexFn
 
 
 def read_frame_folder(folder: Path, indices: list[int], template: str = "img_{:05d}.jpg") -> np.ndarray:
