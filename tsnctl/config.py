@@ -167,6 +167,8 @@ def validate(cfg: Config) -> None:
     if cfg.data.crop_size > cfg.data.short_side:
         raise UserError(f"config: data.crop_size ({cfg.data.crop_size}) exceeds data.short_side "
                         f"({cfg.data.short_side})")
+    if cfg.test.max_views_per_batch < 0:
+        raise UserError("config: test.max_views_per_batch must be 0 (no limit) or positive")
     if cfg.data.num_workers < -1:
         raise UserError("config: data.num_workers must be -1 (sized to the machine), 0 or positive")
     if not 0.0 <= cfg.model.dropout < 1.0:
