@@ -47,7 +47,7 @@ def test_chunked_views_give_the_same_scores():
     with torch.no_grad():
         whole = chunked_logits(model, clips, cpu, 0)
         torch.testing.assert_close(whole, model(model_input(clips, cpu)))
-        for max_views in (2, 6, 7, 19):  # 7 and 19 leave a short last chunk
+        for max_views in (3, 7):  # both leave a short last chunk
             torch.testing.assert_close(chunked_logits(model, clips, cpu, max_views), whole, rtol=1e-5, atol=1e-5)
 
 
