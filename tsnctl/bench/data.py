@@ -83,6 +83,10 @@ def bench_data(cfg: Config, formats: tuple[str, ...] = FORMATS, modes: tuple[str
                 source = "generated 340x256 clips, 250 frames (10 s at 25 fps): JPEG q95 folders and x264 mp4s"
             result = DataBench(source, str(dev))
             todo = [(fmt, mode) for fmt in formats for mode in modes if (fmt, mode) in lists]
+            if not todo:
+                raise UserError(f"nothing to measure: the config's lists hold {cfg.data.format} clips for "
+                                f"{', '.join(sorted({m for _, m in lists}))}; asked for {', '.join(formats)} "
+                                f"x {', '.join(modes)}")
             for done, (fmt, mode) in enumerate(todo, start=1):
                 progress("bench data", done - 1, len(todo), f"{fmt} {mode}")
                 settings = _settings(cfg, fmt, mode)
