@@ -159,12 +159,17 @@ def extract_frames(
     shard: Annotated[str | None, typer.Option(help="Extract only shard I of N (I/N, 0 <= I < N) of the videos, "
                                                       "chosen by a hash of each video's path; join the shard lists "
                                                       "with 'tsnctl merge-lists'.")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Only estimate the frame count and disk use; "
+                                                             "write nothing.")] = False,
 ) -> None:
     """Extract JPEG frame folders from videos and write a frame list '<frame_dir> <num_frames> <label>'."""
     from tsnctl.extract import extract_frames as run
     from tsnctl.shards import parse_shard
 
     shard_spec = parse_shard(shard) if shard else None
+    if dry_run:
+        return _extract_dry_run(src, root, short_side, quality)
+
     with rich_progress() as progress:
         summary = run(src, out, list_file, root, workers, short_side, quality, shard_spec, progress)
     out_console.print(f"extracted {summary.frames} frames from {summary.videos} videos "
@@ -227,6 +232,9 @@ def test(
                                                          "confusion.png and metrics.json (default: "
                                                          "<checkpoint folder>/test_<list name>).")] = None,
     device: DeviceOpt = None,
+    max_views_per_batch: Annotated[int | None, typer.Option(help="Run a clip's views through the model in "
+                                   "chunks of at most this many (same scores, bounded memory; default: "
+                                   "test.max_views_per_batch, 0 = all at once).")] = None,
 ) -> None:
     """Evaluate a checkpoint or an ONNX model: video-level top-1/top-5 and mean class accuracy over all views.
 
@@ -255,6 +263,8 @@ def test(
         cfg.test.num_seg = num_seg
     if data_root is not None:
         cfg.data.root = str(data_root)
+    if max_views_per_batch is not None:
+        cfg.test.max_views_per_batch = max_views_per_batch
     validate(cfg)
     with rich_progress() as progress:
         result = run_test(classifier, cfg, str(list_file or ""), save_scores, progress)
@@ -448,6 +458,134 @@ def _predict_stream(predictor, source: str, stride: int, window: int, topk: int,
         if output:
             write_predictions_csv(rows, output, ("frame", "time"))
     log.info("stream ended: %d prediction(s)%s", len(rows), f"; video -> {save_video}" if save_video else "")
+
+
+bench_app = typer.Typer(help="Measure the data path, the model and frame extraction (tables, optional JSON).",
+                        no_args_is_help=True)
+app.add_typer(bench_app, name="bench")
+JsonOpt = Annotated[Path | None, typer.Option("--json", help="Also write the results as JSON to this file.")]
+
+
+def _csv(text: str) -> tuple[str, ...]:
+    return tuple(x.strip() for x in text.split(",") if x.strip())
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
+def _write_json(path: Path | None, result: object) -> None:
+    if path:
+        import dataclasses
+
+        path.write_text(json.dumps(dataclasses.asdict(result), indent=2) + "\n")
+        out_console.print(f"wrote {path}")
+
+
+@bench_app.command("data")
+@cli_errors
+def bench_data(
+    config: ConfigOpt = None,
+    override: OverrideOpt = None,
+    formats: Annotated[str, typer.Option(help="Comma-separated: frames, video.")] = "frames,video",
+    modes: Annotated[str, typer.Option(help="Comma-separated: train, valid, test.")] = "train,valid,test",
+    min_time: Annotated[float, typer.Option(help="Seconds each pipeline runs per case.")] = 2.0,
+    baseline: Annotated[bool, typer.Option(help="Run the reference's per-image path side by side.")] = True,
+    device: Annotated[str, typer.Option("--device", help="Where batches are normalized: cpu, or cuda as in GPU "
+                                                         "training (host-to-device copy included).")] = "cpu",
+    json_file: JsonOpt = None,
+) -> None:
+    """Data path ms per sample by stage, on one core, against the reference's per-image path.
+
+    Uses the config's lists when it names any, else generated 340x256 JPEG folders and H.264 clips."""
+    from tsnctl.bench.data import bench_data as run
+
+    cfg = _config(config, override)
+    with rich_progress() as progress:
+        result = run(cfg, _csv(formats), _csv(modes), min_time, baseline, device, progress)
+    out_console.print(f"bench data on {result.source}; one core, ms per sample; batches normalized on "
+                      f"{result.device}", highlight=False)
+    stages = Table(title="stages (each timed alone)", title_justify="left")
+    for column in ("format", "mode", "views", "read", "decode", "transform", "collate", "normalize"):
+        stages.add_column(column, justify="left" if column in ("format", "mode") else "right")
+    speed = Table(title="against the reference's per-image path, side by side", title_justify="left")
+    for column in ("format", "mode", "loader", "+normalize", "samples/s", "reference", "speed-up", "loader only"):
+        speed.add_column(column, justify="left" if column in ("format", "mode") else "right")
+    for case in result.cases:
+        stages.add_row(case.fmt, case.mode, case.views, *(_ms(case.stages_ms[k]) for k in
+                       ("read", "decode", "transform", "collate", "normalize")))
+        total = case.loader_ms + case.normalize_ms
+        speed.add_row(case.fmt, case.mode, _ms(case.loader_ms), _ms(total), f"{1000 / total:.1f}",
+                      _ms(case.baseline_ms), f"{case.speedup:.2f}x" if case.speedup else case.note or "-",
+                      f"{case.speedup_loader:.2f}x" if case.speedup_loader else "-")
+    out_console.print(stages)
+    out_console.print(speed)
+    _write_json(json_file, result)
+
+
+@bench_app.command("model")
+@cli_errors
+def bench_model(
+    config: ConfigOpt = None,
+    override: OverrideOpt = None,
+    device: DeviceOpt = None,
+    batch_size: Annotated[int | None, typer.Option(help="Clips per step (default: train.batch_size on a GPU, "
+                                                        "2 on a CPU).")] = None,
+    num_seg: Annotated[int | None, typer.Option(help="Views per clip (default: train.num_seg).")] = None,
+    min_time: Annotated[float, typer.Option(help="Seconds per measurement.")] = 3.0,
+    threads: Annotated[int, typer.Option(help="torch CPU threads (default: torch's choice).")] = 0,
+    json_file: JsonOpt = None,
+) -> None:
+    """Images/s of the configured TSN: forward, and forward+backward+step; fp32, channels_last, autocast."""
+    from tsnctl.bench.model import bench_model as run
+
+    cfg = _config(config, override)
+    with rich_progress() as progress:
+        result = run(cfg, device, batch_size, num_seg, min_time, threads, progress)
+    table = Table(title=f"bench model: {result.backbone} at {result.size}x{result.size}, {result.batch_size} "
+                        f"clips x {result.num_seg} views, {result.device}, {result.threads} CPU threads",
+                  title_justify="left")
+    for column in ("variant", "forward img/s", "train step img/s", "note"):
+        table.add_column(column, justify="right" if "img/s" in column else "left")
+    for case in result.cases:
+        table.add_row(case.variant, *(f"{v:.1f}" if v else "-" for v in (case.forward_ips, case.train_ips)),
+                      case.note)
+    out_console.print(table)
+    _write_json(json_file, result)
+
+
+@bench_app.command("extract")
+@cli_errors
+def bench_extract(
+    repeats: Annotated[int, typer.Option(help="Runs per measurement (the best counts).")] = 3,
+    json_file: JsonOpt = None,
+) -> None:
+    """Frames/s of extract-frames on one core, against 'ffmpeg -i clip.mp4 -q:v 2 img_%05d.jpg'."""
+    from tsnctl.bench.extract import bench_extract as run
+
+    with rich_progress() as progress:
+        result = run(repeats, progress)
+    table = Table(title=f"bench extract: {result.clip}, {result.frames} frames, one core", title_justify="left")
+    for column in ("what", "frames/s", "note"):
+        table.add_column(column, justify="right" if column == "frames/s" else "left")
+    for case in result.cases:
+        table.add_row(case.name, f"{case.frames_per_s:.1f}" if case.frames_per_s else "-", case.note)
+    out_console.print(table)
+    if result.ratio_to_ffmpeg:
+        out_console.print(f"extract-frames / ffmpeg: {result.ratio_to_ffmpeg:.2f}x")
+    _write_json(json_file, result)
+
+
+def _extract_dry_run(src: Path, root: str, short_side: int, quality: int) -> None:
+    from tsnctl.extract_estimate import estimate_extraction
+
+    with rich_progress() as progress:
+        est = estimate_extraction(src, root, short_side, quality, progress=progress)
+    out_console.print(f"dry run: {est.videos} videos, ~{est.frames} frames, ~{est.total_bytes / 1e9:.2f} GB "
+                      f"(~{est.bytes_per_frame / 1e3:.1f} KB per frame from {est.probed_frames} sample frames); "
+                      "nothing written", highlight=False, soft_wrap=True)
+    for _video, reason in est.unreadable:
+        err_console.print(f"[red]unreadable:[/] {reason}", highlight=False)
 
 
 def _silent(task: str, done: int, total: int, status: str = "") -> None:

@@ -31,7 +31,7 @@ class DataConfig:
     image_template: str = "img_{:05d}.jpg"  # frame file names, 1-based as in the reference
     short_side: int = 256  # Scale: the short side after resizing (aspect ratio kept)
     crop_size: int = 224  # side of the square crops fed to the network
-    num_workers: int = 4  # DataLoader worker processes (0 loads in the main process)
+    num_workers: int = -1  # DataLoader worker processes; -1: CPU cores per GPU less one; 0: main process
 
 
 @dataclass
@@ -79,6 +79,7 @@ class TestConfig:
     num_seg: int = 25  # centred segments per video (the reference tests with 25)
     crop: str = "ten"  # ten | three | center
     batch_size: int = 1  # clips per forward pass (each clip is num_seg x crops views)
+    max_views_per_batch: int = 0  # views per forward pass; a clip's views run in chunks (same scores); 0: no limit
 
 
 @dataclass
@@ -171,6 +172,10 @@ def validate(cfg: Config) -> None:
     if cfg.data.crop_size > cfg.data.short_side:
         raise UserError(f"config: data.crop_size ({cfg.data.crop_size}) exceeds data.short_side "
                         f"({cfg.data.short_side})")
+    if cfg.test.max_views_per_batch < 0:
+        raise UserError("config: test.max_views_per_batch must be 0 (no limit) or positive")
+    if cfg.data.num_workers < -1:
+        raise UserError("config: data.num_workers must be -1 (sized to the machine), 0 or positive")
     if not 0.0 <= cfg.model.dropout < 1.0:
         raise UserError("config: model.dropout must be in [0, 1)")
 

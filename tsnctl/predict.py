@@ -18,10 +18,11 @@ import torch
 from tsnctl.data.dataset import ClipSettings, load_clip
 from tsnctl.data.decode import VIDEO_EXTENSIONS, count_folder_frames
 from tsnctl.data.lists import Sample
+from tsnctl.data.transforms import normalize
 from tsnctl.errors import UserError
 from tsnctl.progress import ProgressFn, no_progress
 
-Runner = Callable[[torch.Tensor], np.ndarray]  # clips [1, V, 3, H, W] -> logits [1, C]
+Runner = Callable[[torch.Tensor], np.ndarray]  # uint8 clips [1, V, 3, H, W] -> logits [1, C]
 
 
 @dataclass
@@ -37,7 +38,7 @@ def torch_predictor(model: torch.nn.Module, settings: ClipSettings, class_names:
 
     @torch.no_grad()
     def run(clips: torch.Tensor) -> np.ndarray:
-        return model(clips.to(device)).float().cpu().numpy()
+        return model(normalize(clips.to(device))).float().cpu().numpy()
 
     return Predictor(run, settings, class_names)
 
@@ -54,7 +55,7 @@ def onnx_predictor(path: str | Path, provider: str = "cpu") -> Predictor:
     model = OnnxClassifier(session)
 
     def run(clips: torch.Tensor) -> np.ndarray:
-        return model(clips).numpy()
+        return model(normalize(clips)).numpy()
 
     return Predictor(run, settings, class_names(meta))
 

@@ -34,7 +34,8 @@ class ClipSettings:
 
 
 class ClipDataset(Dataset):
-    """Yields ``(clip, label)``: ``clip`` is float32 ``[T', 3, crop, crop]``, ``label`` an int."""
+    """Yields ``(clip, label)``: ``clip`` is uint8 ``[T', 3, crop, crop]`` (normalized per batch later),
+    ``label`` an int. Keys are indices, or ``(epoch, index)`` pairs from ``EpochSampler``."""
 
     def __init__(self, samples: list[Sample], settings: ClipSettings) -> None:
         self.samples = samples
@@ -47,13 +48,14 @@ class ClipDataset(Dataset):
     def __len__(self) -> int:
         return len(self.samples)
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+    def __getitem__(self, key: int | tuple[int, int]) -> tuple[torch.Tensor, int]:
+        epoch, index = key if isinstance(key, tuple) else (self.epoch, key)
         sample = self.samples[index]
-        return load_clip(sample, self.settings, sample_rng(self.settings.seed, self.epoch, index)), sample.label
+        return load_clip(sample, self.settings, sample_rng(self.settings.seed, epoch, index)), sample.label
 
 
 def load_clip(sample: Sample, settings: ClipSettings, rng: np.random.Generator) -> torch.Tensor:
-    """Sample, decode and transform one clip."""
+    """Sample, decode and transform one clip: uint8 ``[T', 3, crop, crop]``."""
     s = settings
     if s.mode == "train":
         def index_fn(n: int) -> list[int]:

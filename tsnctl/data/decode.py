@@ -1,23 +1,25 @@
 """Decoders: turn frame indices (0-based) into RGB uint8 frames ``[T, H, W, 3]``.
 
-Two sources: a folder of JPEG frames (``img_00001.jpg`` is index 0) and a video file read with OpenCV,
-seeking by decoding forward only as far as the last index needed. Errors name the file.
+Two sources: a folder of JPEG frames (``img_00001.jpg`` is index 0), decoded with libjpeg-turbo through
+simplejpeg (the same pixels as PIL and OpenCV, about 1.7x PIL's speed), and a video file (``video.py``).
+Errors name the file.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
 from pathlib import Path
 
 import cv2
 import numpy as np
+import simplejpeg
 
+from tsnctl.data import video
 from tsnctl.errors import UserError
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".webm", ".mov", ".m4v", ".mpg", ".mpeg", ".flv", ".wmv")
 
-IndexFn = Callable[[int], list[int]]  # num_frames -> the 0-based indices to read
+IndexFn = video.IndexFn
 
 
 def read_frame_folder(folder: Path, indices: list[int], template: str = "img_{:05d}.jpg") -> np.ndarray:
@@ -32,11 +34,17 @@ def read_frame_folder(folder: Path, indices: list[int], template: str = "img_{:0
 
 
 def read_image(path: Path) -> np.ndarray:
-    """One image as RGB uint8 ``[H, W, 3]``."""
-    data = np.fromfile(path, dtype=np.uint8) if path.is_file() else None
-    if data is None:
-        raise UserError(f"{path}: frame file not found")
-    image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+    """One image as RGB uint8 ``[H, W, 3]``: JPEG through simplejpeg, other formats through OpenCV."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise UserError(f"{path}: frame file not found") from None
+    if data[:2] == b"\xff\xd8":  # JPEG start-of-image marker
+        try:
+            return simplejpeg.decode_jpeg(data, colorspace="RGB")
+        except ValueError:
+            pass  # let OpenCV have a go at unusual JPEGs (e.g. CMYK, arithmetic coding) before giving up
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR) if data else None
     if image is None:
         raise UserError(f"{path}: not a readable image")
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
@@ -53,68 +61,13 @@ def count_folder_frames(folder: Path, template: str = "img_{:05d}.jpg") -> int:
 
 
 def read_video(path: Path, index_fn: IndexFn) -> np.ndarray:
-    """Decode the frames that ``index_fn(num_frames)`` asks for from a video file.
-
-    The frame count comes from the container; when it overstates the real count (common for AVI and
-    some MP4 files), the real count is measured and the indices are drawn again from it.
-    """
-    count = max(_header_frame_count(path), 0) or count_video_frames(path)
-    frames, decoded = _decode_indices(path, index_fn(count))
-    if frames is None and decoded > 0:
-        frames, decoded = _decode_indices(path, index_fn(decoded))
-    if frames is None:
-        raise UserError(f"{path}: decoding stopped after {decoded} frames (truncated or corrupt video)")
-    return frames
+    """Decode the frames that ``index_fn(num_frames)`` asks for from a video file (see ``video.py``)."""
+    return video.read_video(path, index_fn)
 
 
 def count_video_frames(path: Path) -> int:
-    """Count the decodable frames of a video by walking through it."""
-    capture = _open(path)
-    count = 0
-    while capture.grab():
-        count += 1
-    capture.release()
-    if count == 0:
-        raise UserError(f"{path}: no decodable video frames")
-    return count
-
-
-def _header_frame_count(path: Path) -> int:
-    capture = _open(path)
-    count = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
-    capture.release()
-    return count
-
-
-def _decode_indices(path: Path, indices: list[int]) -> tuple[np.ndarray | None, int]:
-    """Frames at ``indices``, or (None, frames actually decoded) when the video ends too early."""
-    capture = _open(path)
-    wanted = sorted(set(indices))
-    found: dict[int, np.ndarray] = {}
-    position = 0
-    for target in wanted:
-        while position < target:
-            if not capture.grab():
-                capture.release()
-                return None, position
-            position += 1
-        ok, frame = capture.read()
-        if not ok:
-            capture.release()
-            return None, position
-        position += 1
-        found[target] = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
-    capture.release()
-    return _stack([found[i] for i in indices], path), position
-
-
-def _open(path: Path) -> cv2.VideoCapture:
-    if not path.is_file():
-        raise UserError(f"{path}: video file not found")
-    capture = cv2.VideoCapture(str(path))
-    if not capture.isOpened():
-        raise UserError(f"{path}: not a readable video")
-    return capture
+    """Frames of a video, counted from its packets without decoding."""
+    return video.count_frames(path)
 
 
 def _stack(frames: list[np.ndarray], source: Path) -> np.ndarray:

@@ -1,7 +1,9 @@
 """Transform presets per mode, composed explicitly from ``transforms``.
 
-Each takes RGB uint8 frames ``[T, H, W, 3]`` and returns a float tensor ``[T', 3, c, c]``: T' = T for
-train and valid, 10*T for TenCrop, 3*T for ThreeCrop.
+Each takes RGB uint8 frames ``[T, H, W, 3]`` and returns a uint8 tensor ``[T', 3, c, c]``: T' = T for
+train and valid, 10*T for TenCrop, 3*T for ThreeCrop. Normalization is not part of a preset: it runs once
+per batch where the batch meets the model (``transforms.normalize``, on the GPU when there is one), so a
+25x10 clip crosses process boundaries as 37 MB of uint8 instead of 150 MB of float32.
 """
 
 from __future__ import annotations
@@ -13,17 +15,17 @@ from tsnctl.data import transforms as T
 
 
 def train_preset(frames: np.ndarray, short_side: int, crop_size: int, rng: np.random.Generator) -> torch.Tensor:
-    """Scale, MultiScaleCrop, RandomFlip, Normalize."""
+    """Scale, MultiScaleCrop, RandomFlip (uint8 out; normalize the batch later)."""
     frames = T.scale(frames, short_side)
     frames = T.multi_scale_crop(frames, crop_size, rng)
     frames = T.random_hflip(frames, rng)
-    return T.normalize(T.to_tensor(frames))
+    return T.to_tensor(frames)
 
 
 def eval_preset(frames: np.ndarray, short_side: int, crop_size: int, crop: str = "center") -> torch.Tensor:
-    """Scale, then CenterCrop (valid), ThreeCrop or TenCrop (test), Normalize."""
+    """Scale, then CenterCrop (valid), ThreeCrop or TenCrop (test) (uint8 out; normalize the batch later)."""
     frames = T.scale(frames, short_side)
-    return T.normalize(T.to_tensor(crop_views(frames, crop_size, crop)))
+    return T.to_tensor(crop_views(frames, crop_size, crop))
 
 
 def crop_views(frames: np.ndarray, crop_size: int, crop: str) -> np.ndarray:

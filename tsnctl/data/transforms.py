@@ -68,8 +68,13 @@ def crop(frames: np.ndarray, box: Box) -> np.ndarray:
     return frames[:, y : y + h, x : x + w]
 
 
-def hflip(frames: np.ndarray) -> np.ndarray:
-    return np.ascontiguousarray(frames[:, :, ::-1])
+def hflip(frames: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """Mirror every frame left-right, into ``out`` when given. ``cv2.flip`` is ~20x faster than copying a
+    negatively strided numpy view."""
+    out = np.empty(frames.shape, frames.dtype) if out is None else out
+    for frame, target in zip(frames, out, strict=True):
+        cv2.flip(frame, 1, dst=target)
+    return out
 
 
 def multi_scale_crop_box(height: int, width: int, crop_size: int, rng: np.random.Generator) -> Box:
@@ -132,12 +137,17 @@ def ten_crop_boxes(height: int, width: int, crop_size: int) -> list[Box]:
 
 
 def ten_crop(frames: np.ndarray, crop_size: int) -> np.ndarray:
-    """TenCrop (test). ``[T,H,W,C] -> [10*T,c,c,C]`` ordered ``[p0 x T, p0 flipped x T, p1 x T, ...]``."""
-    views = []
-    for box in ten_crop_boxes(*frames.shape[1:3], crop_size):
+    """TenCrop (test). ``[T,H,W,C] -> [10*T,c,c,C]`` ordered ``[p0 x T, p0 flipped x T, p1 x T, ...]``.
+
+    Each view is written once into one output array: the 25x10 test clip is 37 MB of uint8.
+    """
+    t = frames.shape[0]
+    out = np.empty((10 * t, crop_size, crop_size, frames.shape[3]), frames.dtype)
+    for k, box in enumerate(ten_crop_boxes(*frames.shape[1:3], crop_size)):
         patch = crop(frames, box)
-        views += [patch, hflip(patch)]
-    return np.concatenate(views)
+        out[2 * k * t : (2 * k + 1) * t] = patch
+        hflip(patch, out[(2 * k + 1) * t : (2 * k + 2) * t])
+    return out
 
 
 def three_crop_boxes(height: int, width: int, crop_size: int) -> list[Box]:
@@ -162,8 +172,20 @@ def to_tensor(frames: np.ndarray) -> torch.Tensor:
 def normalize(clips: torch.Tensor) -> torch.Tensor:
     """uint8 ``[..., 3, H, W]`` -> float32: ``x/255``, minus the ImageNet mean, over its std (RGB order).
 
-    The operations run in the reference's order so the values match it bit for bit.
+    The operations run in the reference's order so the values match it bit for bit. They run in place on
+    one float buffer; batches from the loader keep each frame's ``[H, W, C]`` memory layout (``to_tensor``
+    does not copy), and for them the channel pattern is tiled so that the inner loop runs over 192 values
+    instead of 3 (4x faster on a CPU than broadcasting over a channel dimension of stride 1).
     """
+    hwc = clips.movedim(-3, -1)
+    if hwc.is_contiguous() and hwc.numel() % _TILE == 0:
+        out = hwc.reshape(-1, _TILE).to(torch.float32, copy=True)
+        mean = torch.tensor(MEAN, device=clips.device).repeat(_TILE // 3)
+        std = torch.tensor(STD, device=clips.device).repeat(_TILE // 3)
+        return out.div_(255.0).sub_(mean).div_(std).view(hwc.shape).movedim(-1, -3)
     mean = torch.tensor(MEAN, device=clips.device).view(3, 1, 1)
     std = torch.tensor(STD, device=clips.device).view(3, 1, 1)
-    return (clips.float() / 255.0 - mean) / std
+    return clips.to(torch.float32, copy=True).div_(255.0).sub_(mean).div_(std)
+
+
+_TILE = 192  # 64 pixels x 3 channels

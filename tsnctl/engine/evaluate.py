@@ -12,7 +12,7 @@ import torch
 from tsnctl.config import Config
 from tsnctl.data.dataset import ClipSettings
 from tsnctl.data.presets import VIEWS_PER_FRAME
-from tsnctl.engine.loaders import clip_loader, read_split, resolve_device
+from tsnctl.engine.loaders import clip_loader, model_input, read_split, resolve_device
 from tsnctl.engine.metrics import accuracy, mean_class_accuracy
 from tsnctl.progress import ProgressFn, no_progress
 
@@ -21,16 +21,38 @@ log = logging.getLogger("tsnctl")
 
 @torch.no_grad()
 def evaluate(model: torch.nn.Module, loader, device: torch.device, progress: ProgressFn = no_progress,
-             task: str = "evaluate") -> tuple[torch.Tensor, torch.Tensor]:
-    """Logits ``[N, C]`` (float32, CPU) and labels ``[N]`` for every clip of ``loader``, in order."""
+             task: str = "evaluate", max_views: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits ``[N, C]`` (float32, CPU) and labels ``[N]`` for every clip of ``loader``, in order.
+
+    ``max_views > 0`` bounds the views per forward pass (see ``chunked_logits``).
+    """
     model.eval()
     all_logits, all_labels = [], []
     total = len(loader)
     for step, (clips, labels) in enumerate(loader, start=1):
-        all_logits.append(model(clips.to(device, non_blocking=True)).float().cpu())
+        all_logits.append(chunked_logits(model, clips, device, max_views).float().cpu())
         all_labels.append(labels)
         progress(task, step, total, "")
     return torch.cat(all_logits), torch.cat(all_labels)
+
+
+def chunked_logits(model: torch.nn.Module, clips: torch.Tensor, device: torch.device, max_views: int = 0
+                   ) -> torch.Tensor:
+    """Logits ``[N, C]`` of uint8 clips ``[N, V, 3, H, W]``, at most ``max_views`` views per forward pass.
+
+    The head averages backbone features over all V views, so the chunks' features are summed and divided
+    by V once at the end: the same scores as one pass, with activation memory bounded by the chunk
+    (a 25x10 clip in one pass needs 150 MB of float input alone). ``max_views <= 0``: one pass.
+    """
+    n, views = clips.shape[:2]
+    if max_views <= 0 or n * views <= max_views:
+        return model(model_input(clips, device))
+    step = max(1, max_views // n)
+    total = None
+    for start in range(0, views, step):
+        features = model.forward_features(model_input(clips[:, start : start + step], device)).sum(dim=1)
+        total = features if total is None else total + features
+    return model.forward_head((total / views)[:, None])
 
 
 @dataclass
@@ -53,7 +75,7 @@ def run_test(model: torch.nn.Module, cfg: Config, list_file: str = "", save_scor
     settings = ClipSettings(cfg.data.format, cfg.test.num_seg, cfg.data.short_side, cfg.data.crop_size,
                             crop=cfg.test.crop, image_template=cfg.data.image_template)
     loader = clip_loader(samples, settings, cfg.test.batch_size, cfg.data.num_workers)
-    logits, labels = evaluate(model.to(device), loader, device, progress, "test")
+    logits, labels = evaluate(model.to(device), loader, device, progress, "test", cfg.test.max_views_per_batch)
     crops = VIEWS_PER_FRAME[cfg.test.crop]
     crop_name = {"ten": "TenCrop", "three": "ThreeCrop", "center": "CenterCrop"}[cfg.test.crop]
     protocol = (f"{cfg.test.num_seg} segments x {crops} crop{'s' if crops > 1 else ''} ({crop_name}) = "

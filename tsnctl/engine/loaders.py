@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator
+
 import torch
-from torch.utils.data import DataLoader, RandomSampler, SequentialSampler
+from torch.utils.data import DataLoader, RandomSampler, Sampler, SequentialSampler
 
 from tsnctl.config import Config
 from tsnctl.data.dataset import ClipDataset, ClipSettings, worker_init
 from tsnctl.data.lists import Sample, read_labels, read_list
+from tsnctl.data.transforms import normalize
 from tsnctl.errors import UserError
 
 
@@ -45,11 +49,62 @@ def read_split(cfg: Config, list_file: str, split: str) -> list[Sample]:
     return read_list(list_file, cfg.data.format, cfg.data.root, cfg.model.num_classes)
 
 
+def default_num_workers() -> int:
+    """Loader workers sized to the machine: the CPU cores per GPU, less one for the process that feeds it."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, min(16, cores // max(1, torch.cuda.device_count()) - 1))
+
+
+class EpochSampler(Sampler):
+    """Yields ``(epoch, index)`` keys for ``ClipDataset``.
+
+    Workers kept alive across epochs (``persistent_workers``) hold their own copy of the dataset, which
+    never sees ``set_epoch``; passing the epoch with each index keeps every clip's random draws a function
+    of (seed, epoch, index) however the workers live.
+    """
+
+    def __init__(self, inner: Sampler) -> None:
+        self.inner = inner
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        epoch = self.epoch
+        return ((epoch, index) for index in self.inner)
+
+    def __len__(self) -> int:
+        return len(self.inner)
+
+
 def clip_loader(samples: list[Sample], settings: ClipSettings, batch_size: int, num_workers: int,
                 shuffle: bool = False, generator: torch.Generator | None = None) -> DataLoader:
-    """A DataLoader over clips. Training shuffles and drops the last incomplete batch, as the reference;
-    evaluation keeps every clip exactly once, in list order."""
+    """A DataLoader over uint8 clips ``[N, T', 3, H, W]`` (normalize with ``model_input``). Training shuffles
+    and drops the last incomplete batch, as the reference; evaluation keeps every clip once, in list order.
+
+    ``num_workers < 0`` sizes the worker pool to the machine. Workers persist across epochs and prefetch
+    four batches each; batches land in pinned memory when a GPU is present.
+    """
     dataset = ClipDataset(samples, settings)
-    sampler = RandomSampler(dataset, generator=generator) if shuffle else SequentialSampler(dataset)
-    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers,
-                      drop_last=shuffle, pin_memory=torch.cuda.is_available(), worker_init_fn=worker_init)
+    sampler = EpochSampler(RandomSampler(dataset, generator=generator) if shuffle else SequentialSampler(dataset))
+    workers = default_num_workers() if num_workers < 0 else num_workers
+    extra = {"persistent_workers": True, "prefetch_factor": 4} if workers > 0 else {}
+    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers, drop_last=shuffle,
+                      pin_memory=torch.cuda.is_available(), worker_init_fn=worker_init, **extra)
+
+
+def set_loader_epoch(loader: DataLoader, epoch: int) -> None:
+    """Make the next pass over ``loader`` draw epoch ``epoch``'s random segments and crops."""
+    loader.dataset.set_epoch(epoch)
+    if hasattr(loader.sampler, "set_epoch"):
+        loader.sampler.set_epoch(epoch)
+
+
+def model_input(clips: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """uint8 ``[N, V, 3, H, W]`` from a loader -> normalized float32 on ``device``.
+
+    The one float conversion of the data path, per batch and on the GPU when there is one: moving uint8
+    is 4x less traffic than float32.
+    """
+    return normalize(clips.to(device, non_blocking=True))

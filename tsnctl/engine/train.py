@@ -22,7 +22,7 @@ from tsnctl.config import Config, save_config
 from tsnctl.data.dataset import ClipSettings
 from tsnctl.engine.checkpoint import load_checkpoint, save_checkpoint
 from tsnctl.engine.evaluate import evaluate
-from tsnctl.engine.loaders import class_names, clip_loader, read_split, resolve_device
+from tsnctl.engine.loaders import class_names, clip_loader, model_input, read_split, resolve_device, set_loader_epoch
 from tsnctl.engine.metrics import accuracy
 from tsnctl.engine.runlog import IntervalStats, RunLog
 from tsnctl.errors import UserError
@@ -92,7 +92,7 @@ def train(cfg: Config, output_dir: str | Path, validate: bool = False, resume: b
 
     last_val_top1 = None
     for epoch in range(start_epoch, cfg.train.epochs):
-        train_loader.dataset.set_epoch(epoch)
+        set_loader_epoch(train_loader, epoch)
         shuffle_rng.manual_seed(cfg.train.seed * 100_003 + epoch)  # the same order on resume
         stats = train_one_epoch(model, train_loader, optimizer, device, epoch, cfg, progress, run_log)
         scheduler.step()
@@ -135,7 +135,7 @@ def train_one_epoch(model: TSN, loader, optimizer: torch.optim.Optimizer, device
     lr = optimizer.param_groups[0]["lr"]
     tick = time.perf_counter()
     for step, (clips, labels) in enumerate(loader, start=1):
-        clips, labels = clips.to(device, non_blocking=True), labels.to(device, non_blocking=True)
+        clips, labels = model_input(clips, device), labels.to(device, non_blocking=True)
         started = time.perf_counter()
         data_time += started - tick
         logits = model(clips)

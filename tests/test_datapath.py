@@ -1,0 +1,127 @@
+"""The fast data path keeps the reference's numbers: uint8 clips normalized per batch, chunked test passes,
+per-epoch randomness with persistent workers."""
+
+import numpy as np
+import torch
+from conftest import write_frames
+
+from tsnctl.data import transforms as T
+from tsnctl.data.dataset import ClipDataset, ClipSettings, load_clip
+from tsnctl.data.lists import Sample
+from tsnctl.data.sampling import sample_rng
+from tsnctl.engine.evaluate import chunked_logits
+from tsnctl.engine.loaders import clip_loader, model_input, set_loader_epoch
+from tsnctl.models.tsn import TSN
+
+
+def reference_float_path(views_hwc: np.ndarray) -> np.ndarray:
+    """The reference's per-clip float path: stack as float32, transpose, x/255, minus mean, over std."""
+    imgs = np.stack(views_hwc).astype("float32").transpose(0, 3, 1, 2)
+    mean = np.array(T.MEAN, dtype=np.float32).reshape(3, 1, 1)
+    std = np.array(T.STD, dtype=np.float32).reshape(3, 1, 1)
+    imgs = imgs / 255.0
+    imgs -= mean
+    imgs /= std
+    return imgs
+
+
+def test_uint8_clips_normalized_per_batch_equal_the_float_path(tmp_path):
+    folders = [write_frames(tmp_path / f"clip{i}", 12, height=60, width=80, seed=i) for i in range(3)]
+    samples = [Sample(f.name, f, i, 12) for i, f in enumerate(folders)]
+    settings = ClipSettings("frames", num_seg=4, short_side=64, crop_size=56, crop="ten")
+    loader = clip_loader(samples, settings, batch_size=2, num_workers=0)
+    batches = [(clips, labels) for clips, labels in loader]
+    assert batches[0][0].dtype == torch.uint8 and batches[0][0].shape == (2, 40, 3, 56, 56)
+    got = torch.cat([model_input(clips, torch.device("cpu")) for clips, _ in batches])
+    for i, sample in enumerate(samples):
+        hwc = load_clip(sample, settings, np.random.default_rng(0)).permute(0, 2, 3, 1).numpy()
+        # bit for bit: the same float32 operations in the same order
+        np.testing.assert_array_equal(got[i].numpy(), reference_float_path(hwc))
+
+
+def test_chunked_views_give_the_same_scores():
+    torch.manual_seed(0)
+    model = TSN("resnet18", num_classes=7).eval()
+    clips = torch.randint(0, 256, (2, 10, 3, 32, 32), dtype=torch.uint8)
+    cpu = torch.device("cpu")
+    with torch.no_grad():
+        whole = chunked_logits(model, clips, cpu, 0)
+        torch.testing.assert_close(whole, model(model_input(clips, cpu)))
+        for max_views in (3, 7):  # both leave a short last chunk
+            torch.testing.assert_close(chunked_logits(model, clips, cpu, max_views), whole, rtol=1e-5, atol=1e-5)
+
+
+def test_persistent_workers_follow_the_epoch(tmp_path):
+    folder = write_frames(tmp_path / "clip", 40, height=60, width=80)
+    samples = [Sample("clip", folder, 0, 40), Sample("clip", folder, 1, 40)]
+    settings = ClipSettings("frames", num_seg=3, short_side=64, crop_size=56, mode="train", seed=5)
+    loader = clip_loader(samples, settings, batch_size=2, num_workers=1, shuffle=True,
+                         generator=torch.Generator().manual_seed(0))
+    assert loader.persistent_workers
+    dataset = ClipDataset(samples, settings)
+    for epoch in (0, 1, 2):
+        set_loader_epoch(loader, epoch)
+        ((clips, labels),) = list(loader)
+        for clip, label in zip(clips, labels.tolist(), strict=True):
+            expected = load_clip(samples[label], settings, sample_rng(5, epoch, label))
+            assert torch.equal(clip, expected), f"epoch {epoch}: a worker drew another epoch's crops"
+            assert torch.equal(clip, dataset[(epoch, label)][0])
+
+
+def write_bframe_video(path, num_frames: int, height: int = 64, width: int = 96):
+    """An H.264 mp4 with B-frames (decode order != presentation order); frame i shows a bar at x = 3*i."""
+    import av
+
+    codec = "libx264" if "libx264" in av.codecs_available else "mpeg4"
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream(codec, rate=25)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        stream.options = {"bf": "3", "g": "40"} if codec == "libx264" else {}
+        stream.codec_context.max_b_frames = 3
+        for i in range(num_frames):
+            image = np.full((height, width, 3), 40, np.uint8)
+            image[:, (3 * i) % width : (3 * i) % width + 6] = (250, 200, 30)
+            image[: height // 2, :, 2] = (5 * i) % 256
+            for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
+
+
+def test_video_path_matches_the_extracted_frames(tmp_path):
+    from tsnctl.data.decode import count_folder_frames, read_frame_folder, read_video
+    from tsnctl.extract import extract_video
+
+    video = write_bframe_video(tmp_path / "clip.mp4", 60)
+    folder = tmp_path / "frames" / "clip.mp4"
+    extracted, _ = extract_video(video, folder)
+    assert extracted == count_folder_frames(folder) == 60
+    rng = np.random.default_rng(0)
+    for indices in ([0, 1, 2], [59], [7, 3, 3, 40, 21], sorted(rng.choice(60, 8, replace=False).tolist())):
+        seen = []
+        from_video = read_video(video, lambda n, ids=indices, seen=seen: seen.append(n) or ids)
+        from_frames = read_frame_folder(folder, indices)
+        assert seen == [60]
+        assert from_video.shape == from_frames.shape
+        diff = np.abs(from_video.astype(int) - from_frames.astype(int))
+        assert diff.mean() < 1.5, f"{indices}: frames differ by more than JPEG loss"
+        # every frame is nearer its own JPEG than the JPEG of its neighbours: no off-by-one
+        for k, i in enumerate(indices):
+            for j in (i - 1, i + 1):
+                if 0 <= j < 60:
+                    other = read_frame_folder(folder, [j])[0].astype(int)
+                    assert np.abs(from_video[k].astype(int) - other).mean() > diff[k].mean() + 1
+
+
+def test_normalize_is_the_same_for_every_memory_layout():
+    hwc = torch.randint(0, 256, (2, 5, 16, 24, 3), dtype=torch.uint8)
+    loader_layout = hwc.permute(0, 1, 4, 2, 3)  # what to_tensor + collate produce: [H, W, C] in memory
+    contiguous = loader_layout.contiguous()
+    odd = torch.randint(0, 256, (1, 3, 5, 7), dtype=torch.uint8)  # numel not a multiple of the tile
+    expected = reference_float_path(contiguous.reshape(-1, 3, 16, 24).permute(0, 2, 3, 1).numpy())
+    for clips in (loader_layout, contiguous):
+        out = T.normalize(clips)
+        assert out.shape == clips.shape and out.dtype == torch.float32
+        np.testing.assert_array_equal(out.reshape(-1, 3, 16, 24).numpy(), expected)
+    np.testing.assert_array_equal(T.normalize(odd).numpy(), reference_float_path(odd.permute(0, 2, 3, 1).numpy()))

@@ -1,0 +1,249 @@
+"""``bench data``: per-sample cost of the data path by stage, and its speed against the reference's.
+
+Everything runs in this process on one thread (OpenCV and torch pinned to 1) and is timed in CPU time
+(``time.process_time``), so the numbers are per core and other processes on the machine do not count
+against either side; the two pipelines alternate sample by sample so that contention for caches and
+memory bandwidth hits both alike.
+The tsnctl side counts what a loader worker and the engine do per sample: read, decode, transform, its
+share of the batch collate and of the one float normalization per batch (on the CPU here; on a GPU
+machine that last step moves to the GPU).
+"""
+
+from __future__ import annotations
+
+import random
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+import simplejpeg
+import torch
+
+from tsnctl.bench import reference, synthetic
+from tsnctl.config import Config
+from tsnctl.data import video
+from tsnctl.data.dataset import ClipSettings, load_clip
+from tsnctl.data.lists import Sample, read_list
+from tsnctl.data.presets import eval_preset, train_preset
+from tsnctl.data.sampling import eval_indices, sample_rng, train_indices
+from tsnctl.data.transforms import normalize
+from tsnctl.engine.loaders import model_input, resolve_device
+from tsnctl.errors import UserError
+from tsnctl.progress import ProgressFn, no_progress
+
+MODES = ("train", "valid", "test")
+FORMATS = ("frames", "video")
+
+
+@dataclass
+class DataCase:
+    fmt: str
+    mode: str
+    views: str  # e.g. "25 x 10 = 250"
+    stages_ms: dict[str, float]  # read, decode, transform, collate, normalize: ms per sample
+    loader_ms: float  # ms per sample in a loader worker: load_clip end to end, plus its share of the collate
+    normalize_ms: float  # its share of the batch normalization on the bench's device (CPU: CPU time;
+    # CUDA: wall time of the pinned host-to-device copy and normalization, synchronized)
+    baseline_ms: float | None  # the reference's per-image path (normalization included) on the same clips
+    note: str = ""
+    speedup: float | None = None  # baseline / (loader + normalize): both on the CPU
+    speedup_loader: float | None = None  # baseline / loader: the CPU work per sample when a GPU normalizes
+
+
+@dataclass
+class DataBench:
+    source: str  # where the clips came from
+    device: str  # where batches are normalized
+    cases: list[DataCase] = field(default_factory=list)
+
+
+def bench_data(cfg: Config, formats: tuple[str, ...] = FORMATS, modes: tuple[str, ...] = MODES,
+               min_time: float = 2.0, baseline: bool = True, device: str = "cpu",
+               progress: ProgressFn = no_progress) -> DataBench:
+    """Measure each (format, mode) on the config's lists, or on generated 340x256 clips when it has none.
+
+    ``device`` is where the batch normalization runs (``cuda``: as in GPU training and testing)."""
+    dev = resolve_device(device)
+    for name, given, valid in (("format", formats, FORMATS), ("mode", modes, MODES)):
+        bad = [x for x in given if x not in valid]
+        if bad:
+            raise UserError(f"unknown {name} {bad[0]!r}; choose from {', '.join(valid)}")
+    cv2.setNumThreads(1)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with tempfile.TemporaryDirectory(prefix="tsnctl-bench-") as tmp:
+            lists = _config_lists(cfg)
+            source = f"lists of {cfg.data.format} from the config"
+            if lists is None:
+                lists = _synthetic_lists(Path(tmp), formats)
+                source = "generated 340x256 clips, 250 frames (10 s at 25 fps): JPEG q95 folders and x264 mp4s"
+            result = DataBench(source, str(dev))
+            todo = [(fmt, mode) for fmt in formats for mode in modes if (fmt, mode) in lists]
+            if not todo:
+                raise UserError(f"nothing to measure: the config's lists hold {cfg.data.format} clips for "
+                                f"{', '.join(sorted({m for _, m in lists}))}; asked for {', '.join(formats)} "
+                                f"x {', '.join(modes)}")
+            for done, (fmt, mode) in enumerate(todo, start=1):
+                progress("bench data", done - 1, len(todo), f"{fmt} {mode}")
+                settings = _settings(cfg, fmt, mode)
+                result.cases.append(_bench_case(lists[fmt, mode], settings, mode, cfg, min_time, baseline, dev))
+            progress("bench data", len(todo), len(todo), "")
+            return result
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _config_lists(cfg: Config) -> dict[tuple[str, str], list[Sample]] | None:
+    files = {"train": cfg.data.train_list, "valid": cfg.data.val_list, "test": cfg.data.test_list}
+    if not any(files.values()):
+        return None
+    return {(cfg.data.format, mode): read_list(path, cfg.data.format, cfg.data.root)[:16]
+            for mode, path in files.items() if path}
+
+
+def _synthetic_lists(root: Path, formats: tuple[str, ...], clips: int = 2) -> dict[tuple[str, str], list[Sample]]:
+    samples: dict[str, list[Sample]] = {"frames": [], "video": []}
+    for i in range(clips):
+        frames = synthetic.render_frames(250, seed=i)
+        if "frames" in formats:
+            folder = synthetic.write_frame_folder(root / f"clip{i}", frames)
+            samples["frames"].append(Sample(folder.name, folder, 0, len(frames)))
+        if "video" in formats:
+            path = root / f"clip{i}.mp4"
+            synthetic.write_h264(path, frames)
+            samples["video"].append(Sample(path.name, path, 0))
+    return {(fmt, mode): samples[fmt] for fmt in formats for mode in MODES}
+
+
+def _settings(cfg: Config, fmt: str, mode: str) -> ClipSettings:
+    match mode:
+        case "train":
+            return ClipSettings(fmt, cfg.train.num_seg, cfg.data.short_side, cfg.data.crop_size, mode="train",
+                                image_template=cfg.data.image_template)
+        case "valid":
+            return ClipSettings(fmt, cfg.valid.num_seg, cfg.data.short_side, cfg.data.crop_size, crop="center",
+                                image_template=cfg.data.image_template)
+    return ClipSettings(fmt, cfg.test.num_seg, cfg.data.short_side, cfg.data.crop_size, crop=cfg.test.crop,
+                        image_template=cfg.data.image_template)
+
+
+def _batch_size(cfg: Config, mode: str) -> int:
+    return {"train": cfg.train.batch_size, "valid": cfg.valid.batch_size, "test": cfg.test.batch_size}[mode]
+
+
+def _bench_case(samples: list[Sample], s: ClipSettings, mode: str, cfg: Config, min_time: float,
+                baseline: bool, dev: torch.device) -> DataCase:
+    """Alternate tsnctl and the baseline sample by sample until each has run ``min_time`` seconds."""
+    clip = load_clip(samples[0], s, sample_rng(0, 0, 0))
+    collate_ms, normalize_ms, float_collate_ms = _batch_costs(clip, _batch_size(cfg, mode))
+    if dev.type == "cuda":
+        normalize_ms = _cuda_normalize_ms(clip, _batch_size(cfg, mode), dev)
+    views = f"{s.num_seg} x {clip.shape[0] // s.num_seg} = {clip.shape[0]}" if clip.shape[0] > s.num_seg else str(
+        s.num_seg)
+    note = ""
+    run_baseline = baseline
+    if baseline and s.fmt == "video" and not _has_decord():
+        note, run_baseline = "decord not installed (pip install 'tsnctl[bench]'): no baseline", False
+    if run_baseline and s.mode == "test" and s.crop == "three":
+        note, run_baseline = "the reference has no ThreeCrop: no baseline", False
+    ours = theirs = 0.0
+    count = 0
+    while count < 3 or ours < min_time or (run_baseline and theirs < min_time):
+        sample = samples[count % len(samples)]
+        started = time.process_time()
+        load_clip(sample, s, sample_rng(0, count, count % len(samples)))
+        ours += time.process_time() - started
+        if run_baseline:
+            random.seed(count)
+            started = time.process_time()
+            _baseline_clip(sample, s, count)
+            theirs += time.process_time() - started
+        count += 1
+    loader_ms = 1000 * ours / count + collate_ms
+    stages = {**_stages(samples[0], s), "collate": collate_ms, "normalize": normalize_ms}
+    case = DataCase(s.fmt, mode, views, stages, loader_ms, normalize_ms, None, note)
+    if run_baseline:
+        case.baseline_ms = 1000 * theirs / count + float_collate_ms
+        case.speedup = case.baseline_ms / (loader_ms + normalize_ms)
+        case.speedup_loader = case.baseline_ms / loader_ms
+    return case
+
+
+def _baseline_clip(sample: Sample, s: ClipSettings, count: int) -> np.ndarray:
+    rng = np.random.default_rng(count)
+
+    def index_fn(n: int) -> list[int]:
+        return train_indices(n, s.num_seg, rng) if s.mode == "train" else eval_indices(n, s.num_seg)
+
+    if s.fmt == "frames":
+        return reference.frames_clip(sample.path, index_fn(sample.num_frames), s.mode, s.crop, s.short_side,
+                                     s.crop_size, s.image_template)
+    return reference.video_clip(sample.path, index_fn, s.mode, s.crop, s.short_side, s.crop_size)
+
+
+def _batch_costs(clip: torch.Tensor, batch_size: int, repeats: int = 3) -> tuple[float, float, float]:
+    """ms per sample of: stacking a batch of uint8 clips (tsnctl), normalizing that batch, and stacking a
+    batch of float32 clips (what the reference's workers hand over)."""
+    batch_size = max(1, min(batch_size, 8))
+    clips = [clip.clone() for _ in range(batch_size)]
+    float_clips = [torch.from_numpy(c.numpy().astype(np.float32)) for c in clips]
+    times = []
+    for fn in (lambda: torch.stack(clips), lambda: normalize(torch.stack(clips)), lambda: torch.stack(float_clips)):
+        started = time.process_time()
+        for _ in range(repeats):
+            fn()
+        times.append(1000 * (time.process_time() - started) / (repeats * batch_size))
+    return times[0], times[1] - times[0], times[2]
+
+
+def _cuda_normalize_ms(clip: torch.Tensor, batch_size: int, dev: torch.device, repeats: int = 10) -> float:
+    """Wall ms per sample of copying a pinned uint8 batch to the GPU and normalizing it there."""
+    batch = torch.stack([clip] * batch_size).pin_memory()
+    model_input(batch, dev)
+    torch.cuda.synchronize(dev)
+    started = time.perf_counter()
+    for _ in range(repeats):
+        model_input(batch, dev)
+    torch.cuda.synchronize(dev)
+    return 1000 * (time.perf_counter() - started) / (repeats * batch_size)
+
+
+def _stages(sample: Sample, s: ClipSettings, repeats: int = 5) -> dict[str, float]:
+    """ms per sample of reading, decoding and transforming one clip, each stage timed on its own."""
+    rng = np.random.default_rng(0)
+
+    def index_fn(n: int) -> list[int]:
+        return train_indices(n, s.num_seg, rng) if s.mode == "train" else eval_indices(n, s.num_seg)
+
+    times = {"read": 0.0, "decode": 0.0, "transform": 0.0}
+    for _ in range(repeats):
+        if s.fmt == "frames":
+            indices = index_fn(sample.num_frames)
+            started = time.process_time()
+            data = [(sample.path / s.image_template.format(i + 1)).read_bytes() for i in indices]
+            times["read"] += time.process_time() - started
+            started = time.process_time()
+            frames = np.stack([simplejpeg.decode_jpeg(d, colorspace="RGB") for d in data])
+        else:
+            started = time.process_time()
+            frames = video.read_video(sample.path, index_fn)  # demuxing (reading) included
+        times["decode"] += time.process_time() - started
+        started = time.process_time()
+        if s.mode == "train":
+            train_preset(frames, s.short_side, s.crop_size, rng)
+        else:
+            eval_preset(frames, s.short_side, s.crop_size, s.crop)
+        times["transform"] += time.process_time() - started
+    return {k: 1000 * v / repeats for k, v in times.items()}
+
+
+def _has_decord() -> bool:
+    try:
+        import decord  # noqa: F401
+    except ImportError:
+        return False
+    return True
