@@ -3,16 +3,22 @@
 from __future__ import annotations
 
 import torch
-from torch.utils.data import DataLoader, RandomSampler, SequentialSampler
+from torch.utils.data import DataLoader, DistributedSampler, Sampler
 
 from tsnctl.config import Config
 from tsnctl.data.dataset import ClipDataset, ClipSettings, worker_init
 from tsnctl.data.lists import Sample, read_labels, read_list
+from tsnctl.engine.distributed import rank, world_size
 from tsnctl.errors import UserError
 
 
 def resolve_device(name: str) -> torch.device:
-    """``auto`` picks CUDA when present; an explicit CUDA device that is missing is an error."""
+    """``auto`` picks CUDA when present; an explicit CUDA device that is missing is an error.
+
+    In a process group on GPUs, ``auto`` and ``cuda`` mean this rank's GPU (set when the group started).
+    """
+    if name in ("auto", "cuda") and torch.distributed.is_initialized() and torch.distributed.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
@@ -46,10 +52,31 @@ def read_split(cfg: Config, list_file: str, split: str) -> list[Sample]:
 
 
 def clip_loader(samples: list[Sample], settings: ClipSettings, batch_size: int, num_workers: int,
-                shuffle: bool = False, generator: torch.Generator | None = None) -> DataLoader:
-    """A DataLoader over clips. Training shuffles and drops the last incomplete batch, as the reference;
-    evaluation keeps every clip exactly once, in list order."""
+                shuffle: bool = False, seed: int = 0) -> DataLoader:
+    """A DataLoader over this rank's clips. Training shuffles and drops the last incomplete batch, as the
+    reference; evaluation keeps every clip exactly once, in list order (rank r of W gets clips r, r+W, ...).
+
+    Training order: one permutation per (seed, epoch), set with ``loader.sampler.set_epoch(epoch)``, dealt
+    round-robin to the ranks, so W ranks x batch B see the same clips per step as 1 process x batch W*B.
+    """
     dataset = ClipDataset(samples, settings)
-    sampler = RandomSampler(dataset, generator=generator) if shuffle else SequentialSampler(dataset)
+    if shuffle:
+        sampler: Sampler = DistributedSampler(dataset, num_replicas=world_size(), rank=rank(), shuffle=True,
+                                              seed=seed, drop_last=True)
+    else:
+        sampler = ShardSampler(len(dataset), rank(), world_size())
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers,
                       drop_last=shuffle, pin_memory=torch.cuda.is_available(), worker_init_fn=worker_init)
+
+
+class ShardSampler(Sampler[int]):
+    """Indices ``rank, rank + W, ...`` of ``0..n-1``: every index on exactly one rank, no padding."""
+
+    def __init__(self, n: int, rank: int = 0, num_replicas: int = 1) -> None:
+        self.indices = list(range(rank, n, num_replicas))
+
+    def __iter__(self):
+        return iter(self.indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
