@@ -154,7 +154,7 @@ def test_missing_gpus_fail_with_one_line(tmp_path):
     assert len(lines) == 1 and "--gpus 0-1: GPU" in lines[0] and "not found" in lines[0], result.output
 
 
-def test_fp16_and_sync_bn_need_cuda(clips, tmp_path):
+def test_fp16_needs_cuda(clips, tmp_path):
     if torch.cuda.is_available():
         pytest.skip("this machine has a GPU")
     result = cli("train", *[x for o in tiny_overrides(clips, 4) for x in ("-o", o)], "--amp", "fp16",
