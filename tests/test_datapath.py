@@ -55,8 +55,7 @@ def test_persistent_workers_follow_the_epoch(tmp_path):
     folder = write_frames(tmp_path / "clip", 40, height=60, width=80)
     samples = [Sample("clip", folder, 0, 40), Sample("clip", folder, 1, 40)]
     settings = ClipSettings("frames", num_seg=3, short_side=64, crop_size=56, mode="train", seed=5)
-    loader = clip_loader(samples, settings, batch_size=2, num_workers=1, shuffle=True,
-                         generator=torch.Generator().manual_seed(0))
+    loader = clip_loader(samples, settings, batch_size=2, num_workers=1, shuffle=True, seed=0)
     assert loader.persistent_workers
     dataset = ClipDataset(samples, settings)
     for epoch in (0, 1, 2):

@@ -120,7 +120,10 @@ def main_options(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
 ) -> None:
     """Temporal Segment Networks for video action recognition."""
-    level = logging.WARNING if quiet else logging.DEBUG if verbose else logging.INFO
+    _setup_logging(logging.WARNING if quiet else logging.DEBUG if verbose else logging.INFO)
+
+
+def _setup_logging(level: int) -> None:
     logging.basicConfig(level=level, format="%(message)s", datefmt="[%X]", force=True,
                         handlers=[RichHandler(console=err_console, show_path=False, markup=False)])
     logging.getLogger("tsnctl").setLevel(level)
@@ -193,6 +196,19 @@ def train(
                                                               "best.pt by validation top-1.")] = False,
     resume: Annotated[bool, typer.Option("--resume", help="Continue from OUTPUT/last.pt.")] = False,
     device: DeviceOpt = None,
+    amp: AmpOpt = None,
+    channels_last: ChannelsLastOpt = None,
+    accumulate: AccumulateOpt = None,
+    compile_model: CompileOpt = None,
+    sync_bn: SyncBnOpt = None,
+    auto_scale_lr: AutoScaleLrOpt = None,
+    gpus: GpusOpt = None,
+    nproc: NprocOpt = None,
+    nnodes: NnodesOpt = "1",
+    node_rank: NodeRankOpt = 0,
+    master_addr: MasterAddrOpt = "",
+    master_port: MasterPortOpt = 29500,
+    rdzv_endpoint: RdzvOpt = "",
 ) -> None:
     """Train a TSN with the reference recipe; writes checkpoints, metrics and curves into the run folder.
 
@@ -200,12 +216,15 @@ def train(
     epoch), steps.csv (per log interval), curves.png, and TensorBoard events in tensorboard/
     when tensorboard is installed.
     """
-    from tsnctl.engine.train import train as run
+    from tsnctl.engine.distributed import train_entry
 
     cfg = _config(config, override, device)
+    _set_train_features(cfg, amp, channels_last, accumulate, compile_model, sync_bn, auto_scale_lr)
     output = output or Path("runs") / (config.stem if config else "default")
-    with rich_progress() as progress:
-        result = run(cfg, output, validate=validate, resume=resume, progress=progress)
+    layout = (gpus, nproc, nnodes, node_rank, master_addr, master_port, rdzv_endpoint)
+    result = _run_on_ranks(cfg, layout, train_entry, str(output), validate, resume)
+    if result is None:
+        return
     best = f", best valid top-1 {result.best_top1:.2f}%" if result.best_top1 is not None else ""
     out_console.print(f"trained {result.epochs_run} epoch(s){best} -> {result.output_dir}")
 
@@ -235,12 +254,20 @@ def test(
     max_views_per_batch: Annotated[int | None, typer.Option(help="Run a clip's views through the model in "
                                    "chunks of at most this many (same scores, bounded memory; default: "
                                    "test.max_views_per_batch, 0 = all at once).")] = None,
+    gpus: GpusOpt = None,
+    nproc: NprocOpt = None,
+    nnodes: NnodesOpt = "1",
+    node_rank: NodeRankOpt = 0,
+    master_addr: MasterAddrOpt = "",
+    master_port: MasterPortOpt = 29500,
+    rdzv_endpoint: RdzvOpt = "",
 ) -> None:
     """Evaluate a checkpoint or an ONNX model: video-level top-1/top-5 and mean class accuracy over all views.
 
     Also writes a report (per_class.csv, confused_pairs.csv, confusion.png, metrics.json)
     into --report-dir.
     """
+    from tsnctl.engine.distributed import evaluate_entry
     from tsnctl.engine.evaluate import run_test
     from tsnctl.reports import summary, write_report
     from tsnctl.runtime import OnnxClassifier, apply_protocol, class_names, inference_session, model_metadata
@@ -266,8 +293,17 @@ def test(
     if max_views_per_batch is not None:
         cfg.test.max_views_per_batch = max_views_per_batch
     validate(cfg)
-    with rich_progress() as progress:
-        result = run_test(classifier, cfg, str(list_file or ""), save_scores, progress)
+    layout = (gpus, nproc, nnodes, node_rank, master_addr, master_port, rdzv_endpoint)
+    if model is not None:
+        if layout != (None, None, "1", 0, "", 29500, ""):
+            raise UserError("--gpus/--nproc/--nnodes test checkpoints (-w); an ONNX model (-m) runs in one process")
+        with rich_progress() as progress:
+            result = run_test(classifier, cfg, str(list_file or ""), save_scores, progress)
+    else:
+        result = _run_on_ranks(cfg, layout, evaluate_entry, str(weights), str(list_file or ""),
+                               str(save_scores) if save_scores else None)
+    if result is None:
+        return
     out_console.print(f"test: {result.num_videos} videos, {result.protocol}", soft_wrap=True, highlight=False)
     table = Table()
     for column in ("top-1", "top-5", "mean class acc"):
@@ -586,6 +622,71 @@ def _extract_dry_run(src: Path, root: str, short_side: int, quality: int) -> Non
                       "nothing written", highlight=False, soft_wrap=True)
     for _video, reason in est.unreadable:
         err_console.print(f"[red]unreadable:[/] {reason}", highlight=False)
+
+
+AmpOpt = Annotated[str | None, typer.Option(help="Mixed precision: none, bf16 or fp16 (fp16: CUDA only, with a "
+                                                 "GradScaler); default: train.amp.")]
+ChannelsLastOpt = Annotated[bool | None, typer.Option("--channels-last/--no-channels-last", help="NHWC memory "
+                                                      "layout for the convolutions (default: train.channels_last).")]
+AccumulateOpt = Annotated[int | None, typer.Option(help="Micro-batches per optimizer step (gradient accumulation; "
+                                                        "default: train.accumulate).")]
+CompileOpt = Annotated[bool | None, typer.Option("--compile/--no-compile", help="torch.compile the model "
+                                                 "(default: train.compile).")]
+SyncBnOpt = Annotated[bool | None, typer.Option("--sync-bn/--no-sync-bn", help="BatchNorm statistics over all "
+                                                "GPUs (default: train.sync_bn).")]
+AutoScaleLrOpt = Annotated[bool | None, typer.Option("--auto-scale-lr/--no-auto-scale-lr", help="Scale train.lr "
+                                                     "by global batch / 256, the reference's batch (default: "
+                                                     "train.auto_scale_lr).")]
+GpusOpt = Annotated[str | None, typer.Option(help="Start one worker per GPU on this machine: 0-7, 0,1,3 or all "
+                                                  "(NCCL).")]
+NprocOpt = Annotated[int | None, typer.Option(help="Worker processes on this machine (with --device cpu: gloo "
+                                                   "workers).")]
+NnodesOpt = Annotated[str, typer.Option(help="Machines taking part: N, or MIN:MAX with --rdzv-endpoint.")]
+NodeRankOpt = Annotated[int, typer.Option(help="This machine's index, 0..nnodes-1 (static rendezvous).")]
+MasterAddrOpt = Annotated[str, typer.Option(help="Host of node 0 (static rendezvous with --nnodes).")]
+MasterPortOpt = Annotated[int, typer.Option(help="Port on the --master-addr host.")]
+RdzvOpt = Annotated[str, typer.Option(help="HOST:PORT of an elastic (c10d) rendezvous; every node gives the same "
+                                           "one.")]
+
+
+def _set_train_features(cfg: Config, amp: str | None, channels_last: bool | None, accumulate: int | None,
+                        compile_model: bool | None, sync_bn: bool | None, auto_scale_lr: bool | None) -> None:
+    """Flags given on the command line win over the config file."""
+    flags = {"amp": amp, "channels_last": channels_last, "accumulate": accumulate, "compile": compile_model,
+             "sync_bn": sync_bn, "auto_scale_lr": auto_scale_lr}
+    for key, value in flags.items():
+        if value is not None:
+            setattr(cfg.train, key, value)
+    validate(cfg)
+
+
+def _run_on_ranks(cfg: Config, layout: tuple, entry: Callable, *args):
+    """``entry(cfg_dict, *args)`` here, under an outside torchrun/srun, or in the workers started for
+    ``layout`` = (gpus, nproc, nnodes, node_rank, master_addr, master_port, rdzv_endpoint)."""
+    from tsnctl.engine.distributed import is_main, launch, launch_plan, process_group
+
+    plan = launch_plan(cfg.train.device, *layout)
+    level = log.getEffectiveLevel()
+    if plan is not None:
+        cfg.train.device = plan.device
+        return launch(plan, entry, (cfg.to_dict(), *args), functools.partial(_worker_console, level))
+    with process_group(cfg.train.device):
+        with rich_progress() if is_main() else _no_console() as progress:
+            result = entry(cfg.to_dict(), *args, progress=progress)
+        return result if is_main() else None  # under torchrun/srun, rank 0 prints the results
+
+
+@contextmanager
+def _worker_console(level: int) -> Iterator[ProgressFn]:
+    """Logging and progress bars of the rank-0 worker process (spawned workers start unconfigured)."""
+    _setup_logging(level)
+    with rich_progress() as progress:
+        yield progress
+
+
+@contextmanager
+def _no_console() -> Iterator[ProgressFn]:
+    yield _silent
 
 
 def _silent(task: str, done: int, total: int, status: str = "") -> None:

@@ -62,6 +62,14 @@ class TrainConfig:
     log_interval: int = 20  # steps between log lines
     save_interval: int = 10  # epochs between periodic checkpoints (last.pt is written every epoch)
     device: str = "auto"  # auto | cpu | cuda | cuda:N
+    # Scaling out (see docs/distributed.md). batch_size is per process; the global batch is
+    # batch_size x processes x accumulate.
+    auto_scale_lr: bool = False  # lr x global batch / 256 (the reference's 0.01 belongs to 8 GPUs x 32)
+    accumulate: int = 1  # micro-batches per optimizer step (gradient accumulation)
+    sync_bn: bool = False  # BatchNorm statistics over all GPUs (SyncBatchNorm; CUDA only)
+    amp: str = "none"  # none | bf16 | fp16 (autocast; fp16 only on CUDA, with a GradScaler)
+    channels_last: bool = False  # NHWC memory layout for the convolutions (faster with AMP on tensor cores)
+    compile: bool = False  # torch.compile the model for training
 
 
 @dataclass
@@ -98,6 +106,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "data.format": ("frames", "video"),
     "model.backbone": ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152"),
     "test.crop": ("ten", "three", "center"),
+    "train.amp": ("none", "bf16", "fp16"),
 }
 
 
@@ -164,7 +173,8 @@ def validate(cfg: Config) -> None:
         if value not in options:
             raise UserError(f"config: {dotted} is {value!r}; choose one of {', '.join(options)}")
     positive = ["data.short_side", "data.crop_size", "model.num_classes", "train.num_seg", "train.batch_size",
-                "train.epochs", "valid.num_seg", "valid.batch_size", "test.num_seg", "test.batch_size"]
+                "train.epochs", "valid.num_seg", "valid.batch_size", "test.num_seg", "test.batch_size",
+                "train.accumulate"]
     for dotted in positive:
         section, key = dotted.split(".")
         if getattr(getattr(cfg, section), key) <= 0:

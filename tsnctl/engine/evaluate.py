@@ -12,6 +12,7 @@ import torch
 from tsnctl.config import Config
 from tsnctl.data.dataset import ClipSettings
 from tsnctl.data.presets import VIEWS_PER_FRAME
+from tsnctl.engine.distributed import check_shared_memory, gather_by_index, is_main, local_world_size
 from tsnctl.engine.loaders import clip_loader, model_input, read_split, resolve_device
 from tsnctl.engine.metrics import accuracy, mean_class_accuracy
 from tsnctl.progress import ProgressFn, no_progress
@@ -55,6 +56,15 @@ def chunked_logits(model: torch.nn.Module, clips: torch.Tensor, device: torch.de
     return model.forward_head((total / views)[:, None])
 
 
+def evaluate_all(model: torch.nn.Module, loader, device: torch.device, progress: ProgressFn = no_progress,
+                 task: str = "evaluate", max_views: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """``evaluate`` over every rank's shard of the dataset: logits ``[N, C]`` and labels ``[N]`` of all ``N``
+    clips in list order, on every rank (each clip once, whatever the number of processes)."""
+    logits, labels = evaluate(model, loader, device, progress, task, max_views)
+    indices = torch.tensor(list(loader.sampler.inner), dtype=torch.long)  # EpochSampler wraps the shard's
+    return gather_by_index(indices, logits, labels)
+
+
 @dataclass
 class TestResult:
     top1: float
@@ -74,16 +84,18 @@ def run_test(model: torch.nn.Module, cfg: Config, list_file: str = "", save_scor
     samples = read_split(cfg, list_file or cfg.data.test_list, "test")
     settings = ClipSettings(cfg.data.format, cfg.test.num_seg, cfg.data.short_side, cfg.data.crop_size,
                             crop=cfg.test.crop, image_template=cfg.data.image_template)
-    loader = clip_loader(samples, settings, cfg.test.batch_size, cfg.data.num_workers)
-    logits, labels = evaluate(model.to(device), loader, device, progress, "test", cfg.test.max_views_per_batch)
     crops = VIEWS_PER_FRAME[cfg.test.crop]
+    check_shared_memory(cfg.data.num_workers, cfg.test.batch_size, cfg.test.num_seg * crops, cfg.data.crop_size,
+                        local_world_size())
+    loader = clip_loader(samples, settings, cfg.test.batch_size, cfg.data.num_workers)
+    logits, labels = evaluate_all(model.to(device), loader, device, progress, "test", cfg.test.max_views_per_batch)
     crop_name = {"ten": "TenCrop", "three": "ThreeCrop", "center": "CenterCrop"}[cfg.test.crop]
     protocol = (f"{cfg.test.num_seg} segments x {crops} crop{'s' if crops > 1 else ''} ({crop_name}) = "
                 f"{cfg.test.num_seg * crops} views per video")
     result = TestResult(accuracy(logits, labels, 1), accuracy(logits, labels, 5),
                         mean_class_accuracy(logits, labels), len(samples), protocol, logits, labels,
                         [s.name for s in samples])
-    if save_scores:
+    if save_scores and is_main():
         write_scores(save_scores, result)
     return result
 

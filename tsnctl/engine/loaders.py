@@ -6,17 +6,23 @@ import os
 from collections.abc import Iterator
 
 import torch
-from torch.utils.data import DataLoader, RandomSampler, Sampler, SequentialSampler
+from torch.utils.data import DataLoader, DistributedSampler, Sampler
 
 from tsnctl.config import Config
 from tsnctl.data.dataset import ClipDataset, ClipSettings, worker_init
 from tsnctl.data.lists import Sample, read_labels, read_list
 from tsnctl.data.transforms import normalize
+from tsnctl.engine.distributed import rank, world_size
 from tsnctl.errors import UserError
 
 
 def resolve_device(name: str) -> torch.device:
-    """``auto`` picks CUDA when present; an explicit CUDA device that is missing is an error."""
+    """``auto`` picks CUDA when present; an explicit CUDA device that is missing is an error.
+
+    In a process group on GPUs, ``auto`` and ``cuda`` mean this rank's GPU (set when the group started).
+    """
+    if name in ("auto", "cuda") and torch.distributed.is_initialized() and torch.distributed.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
@@ -69,6 +75,8 @@ class EpochSampler(Sampler):
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
+        if hasattr(self.inner, "set_epoch"):  # DistributedSampler: the shuffle order of this epoch
+            self.inner.set_epoch(epoch)
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
         epoch = self.epoch
@@ -79,26 +87,46 @@ class EpochSampler(Sampler):
 
 
 def clip_loader(samples: list[Sample], settings: ClipSettings, batch_size: int, num_workers: int,
-                shuffle: bool = False, generator: torch.Generator | None = None) -> DataLoader:
-    """A DataLoader over uint8 clips ``[N, T', 3, H, W]`` (normalize with ``model_input``). Training shuffles
-    and drops the last incomplete batch, as the reference; evaluation keeps every clip once, in list order.
+                shuffle: bool = False, seed: int = 0) -> DataLoader:
+    """A DataLoader over this rank's uint8 clips ``[N, T', 3, H, W]`` (normalize with ``model_input``).
+
+    Training shuffles and drops the last incomplete batch, as the reference: one permutation per
+    (seed, epoch), set with ``set_loader_epoch``, dealt round-robin to the ranks, so W ranks x batch B see
+    the same clips per step as 1 process x batch W*B. Evaluation keeps every clip exactly once, in list
+    order (rank r of W gets clips r, r+W, ...).
 
     ``num_workers < 0`` sizes the worker pool to the machine. Workers persist across epochs and prefetch
     four batches each; batches land in pinned memory when a GPU is present.
     """
     dataset = ClipDataset(samples, settings)
-    sampler = EpochSampler(RandomSampler(dataset, generator=generator) if shuffle else SequentialSampler(dataset))
+    if shuffle:
+        inner: Sampler = DistributedSampler(dataset, num_replicas=world_size(), rank=rank(), shuffle=True,
+                                            seed=seed, drop_last=True)
+    else:
+        inner = ShardSampler(len(dataset), rank(), world_size())
     workers = default_num_workers() if num_workers < 0 else num_workers
     extra = {"persistent_workers": True, "prefetch_factor": 4} if workers > 0 else {}
-    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers, drop_last=shuffle,
-                      pin_memory=torch.cuda.is_available(), worker_init_fn=worker_init, **extra)
+    return DataLoader(dataset, batch_size=batch_size, sampler=EpochSampler(inner), num_workers=workers,
+                      drop_last=shuffle, pin_memory=torch.cuda.is_available(), worker_init_fn=worker_init, **extra)
+
+
+class ShardSampler(Sampler[int]):
+    """Indices ``rank, rank + W, ...`` of ``0..n-1``: every index on exactly one rank, no padding."""
+
+    def __init__(self, n: int, rank: int = 0, num_replicas: int = 1) -> None:
+        self.indices = list(range(rank, n, num_replicas))
+
+    def __iter__(self):
+        return iter(self.indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
 
 
 def set_loader_epoch(loader: DataLoader, epoch: int) -> None:
-    """Make the next pass over ``loader`` draw epoch ``epoch``'s random segments and crops."""
+    """Make the next pass over ``loader`` draw epoch ``epoch``'s order and random segments and crops."""
     loader.dataset.set_epoch(epoch)
-    if hasattr(loader.sampler, "set_epoch"):
-        loader.sampler.set_epoch(epoch)
+    loader.sampler.set_epoch(epoch)
 
 
 def model_input(clips: torch.Tensor, device: torch.device) -> torch.Tensor:

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# GPU checks and throughput, as one prepared script for a CUDA machine:
+#   1. the CUDA tests (pytest -m cuda),
+#   2. training-step clips/s (AMP bf16, channels_last, ResNet-50 at 224, 8 segments, batch 32),
+#   3. 25x10 test videos/s,
+#   4. with more than one GPU: clips/s on 1 GPU vs all GPUs through `tsnctl`'s DDP launcher.
+# Synthetic tensors, nothing downloaded. Without a GPU it says so and exits 0.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python3 )}
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+
+gpus=$("$PY" -c "import torch; print(torch.cuda.device_count() if torch.cuda.is_available() else 0)")
+if [ "$gpus" -eq 0 ]; then
+    echo "benchmarks/gpu.sh: no CUDA GPU on this machine; nothing to run"
+    exit 0
+fi
+"$PY" -c "import torch; print('torch', torch.__version__, '|', torch.cuda.device_count(), 'x', torch.cuda.get_device_name(0))"
+
+echo "== pytest -m cuda"
+"$PY" -m pytest -q -m cuda
+
+echo "== training step"
+"$PY" benchmarks/gpu_bench.py train --amp bf16 --batch 32 --num-seg 8
+echo "== test (25 segments x 10 crops)"
+"$PY" benchmarks/gpu_bench.py test --amp bf16
+
+if [ "$gpus" -gt 1 ]; then
+    echo "== multi-GPU scaling ($gpus GPUs)"
+    "$PY" benchmarks/gpu_bench.py scaling --amp bf16 --batch 32 --num-seg 8
+fi
