@@ -91,6 +91,10 @@ def _numpy_globals() -> dict[tuple[str, str], Any]:
     return allowed
 
 
+class RefusedGlobal(pickle.UnpicklingError):
+    """A pickle asked for a class or function outside the allow-list."""
+
+
 class RestrictedUnpickler(pickle.Unpickler):
     """Admits numpy arrays and plain containers; every other global is refused before anything runs."""
 
@@ -102,10 +106,10 @@ class RestrictedUnpickler(pickle.Unpickler):
         try:
             return self.ALLOWED[(module, name)]
         except KeyError:
-            raise pickle.UnpicklingError(f"refused global {module}.{name}") from None
+            raise RefusedGlobal(f"refused global {module}.{name}") from None
 
     def persistent_load(self, pid: Any) -> Any:
-        raise pickle.UnpicklingError("refused persistent id")
+        raise RefusedGlobal("refused persistent id")
 
 
 def read_restricted_pickle(path: Path) -> Any:
@@ -113,7 +117,7 @@ def read_restricted_pickle(path: Path) -> Any:
     try:
         with open(path, "rb") as f:
             return RestrictedUnpickler(f, encoding="latin1").load()
-    except pickle.UnpicklingError as exc:
+    except RefusedGlobal as exc:
         raise UserError(f"{path}: refused to load: {exc} (a .pdparams may hold only numpy arrays; this file "
                         "could run code)") from None
     except Exception as exc:  # noqa: BLE001 - truncated or corrupt pickles raise many types
@@ -187,9 +191,6 @@ class MetadataStandIn:
 def _metadata_globals() -> dict[str, Any]:
     """The only non-tensor globals admitted in torch files: numpy arrays, scalars, dtypes, and stand-ins."""
     allowed = {f"{module}.{name}": obj for (module, name), obj in _numpy_globals().items()}
-    for dtype in (np.float16, np.float32, np.float64, np.int8, np.int16, np.int32, np.int64, np.uint8, np.bool_):
-        cls = type(np.dtype(dtype))
-        allowed[f"numpy.dtypes.{cls.__name__}"] = cls
     # MMAction2 1.x checkpoints keep mmengine's training log (HistoryBuffer objects) in 'message_hub'.
     allowed["mmengine.logging.history_buffer.HistoryBuffer"] = MetadataStandIn
     return allowed
@@ -209,7 +210,10 @@ def torch_load(path: Path) -> Any:
     if refused:
         raise UserError(f"{path}: refused to load: it needs {', '.join(refused[:3])}, which could run code "
                         "(only tensors, numpy arrays and known metadata types are admitted)")
-    with torch.serialization.safe_globals([(allowed[name], name) for name in needed]):
+    # numpy dtypes are rebuilt through their concrete classes (Float32DType ...), which are never named.
+    dtype_classes = [type(np.dtype(t)) for t in (np.float16, np.float32, np.float64, np.int8, np.int16, np.int32,
+                                                 np.int64, np.uint8, np.bool_)]
+    with torch.serialization.safe_globals([(allowed[name], name) for name in needed] + dtype_classes):
         try:
             return torch.load(path, map_location="cpu", weights_only=True)
         except Exception as exc:  # noqa: BLE001
