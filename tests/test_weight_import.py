@@ -245,7 +245,7 @@ def test_init_from_a_full_model_reinitialises_only_a_mismatched_head(tmp_path, r
 
 def test_files_that_are_no_weights_get_one_line_errors(tmp_path):
     (tmp_path / "text.pdparams").write_text("hello")
-    with pytest.raises(UserError, match="not a weights file tsnctl can read"):
+    with pytest.raises(UserError, match="not a readable weights file"):
         read_weights(tmp_path / "text.pdparams")
     (tmp_path / "cut.pdparams").write_bytes(pickle.dumps({"a": np.zeros(3)}, protocol=4)[:40])
     with pytest.raises(UserError, match="cut.pdparams: not a readable .pdparams"):
@@ -253,3 +253,26 @@ def test_files_that_are_no_weights_get_one_line_errors(tmp_path):
     torch.save({"weird.key": torch.zeros(1)}, tmp_path / "odd.pt")
     with pytest.raises(UserError, match="unrecognised weight names"):
         read_weights(tmp_path / "odd.pt")
+
+
+def test_cli_refuses_a_crafted_pdparams_in_one_line(tmp_path):
+    from typer.testing import CliRunner
+
+    from tsnctl.cli import app
+
+    marker = tmp_path / "pwned"
+
+    class Payload:
+        def __reduce__(self):
+            import os
+
+            return os.system, (f"touch {marker}",)
+
+    with open(tmp_path / "evil.pdparams", "wb") as f:
+        pickle.dump({"head.fc.weight": Payload()}, f, protocol=4)
+    for args in (["test", "-w", tmp_path / "evil.pdparams"],
+                 ["convert-weights", tmp_path / "evil.pdparams", "-o", tmp_path / "out.pt"]):
+        result = CliRunner().invoke(app, list(map(str, args)))
+        assert result.exit_code == 2, result.output
+        assert "Traceback" not in result.output and "refused to load" in result.output
+    assert not marker.exists() and not (tmp_path / "out.pt").exists()

@@ -73,8 +73,8 @@ def read_weights(path: str | Path) -> Weights:
         if raw == TORCH_LEGACY_MAGIC:
             return from_torch_object(torch_load(path), str(path))
         return from_pdparams(raw, str(path))
-    raise UserError(f"{path}: not a weights file tsnctl can read (expected a tsnctl or torch checkpoint, an "
-                    "MMAction2 checkpoint or a reference .pdparams)")
+    raise UserError(f"{path}: not a readable weights file (expected a tsnctl or torch checkpoint, an MMAction2 "
+                    "checkpoint or a reference .pdparams)")
 
 
 # --- reference .pdparams: a pickle read with a restricted unpickler ---------------------------------
