@@ -33,6 +33,7 @@ def test_stretch_of_the_predict_preset():
     assert T.stretched_size(240, 320, 256) == (256, 341)
     assert T.stretched_size(480, 360, 256) == (341, 256)
     assert T.stretched_size(256, 455, 256) == (256, 455)  # short side already 256: untouched
+    assert T.stretched_size(240, 400, 256) == (256, 341)  # 5:3 in, 4:3 out: the aspect ratio is not kept
     assert T.stretch(np.zeros((1, 240, 320, 3), np.uint8), 256).shape == (1, 256, 341, 3)
 
 
