@@ -11,8 +11,6 @@ Every reader returns the tensors under TSN names (``backbone.<torchvision ResNet
 
 from __future__ import annotations
 
-import codecs
-import logging
 import pickle
 import re
 import zipfile
@@ -27,8 +25,6 @@ from torch import nn
 
 from tsnctl.engine.checkpoint import FORMAT as TSNCTL_FORMAT
 from tsnctl.errors import UserError
-
-log = logging.getLogger("tsnctl")
 
 PDPARAMS_METADATA_KEY = "StructuredToParameterName@@"
 TORCH_LEGACY_MAGIC = 0x1950A86A20F9469CFC6C  # first object of torch's pre-zip (legacy) files
@@ -95,12 +91,17 @@ class RefusedGlobal(pickle.UnpicklingError):
     """A pickle asked for a class or function outside the allow-list."""
 
 
+def _latin1_encode(text: str, encoding: str = "utf-8") -> bytes:
+    """How protocol-2 pickles written by Python 3 spell bytes: ``_codecs.encode(text, "latin1")``, nothing else."""
+    if encoding.lower().replace("-", "") not in ("latin1", "iso88591"):
+        raise RefusedGlobal(f"refused _codecs.encode with encoding {encoding!r}")
+    return text.encode("latin1")
+
+
 class RestrictedUnpickler(pickle.Unpickler):
     """Admits numpy arrays and plain containers; every other global is refused before anything runs."""
 
-    ALLOWED = {**_numpy_globals(), ("collections", "OrderedDict"): OrderedDict,
-               # how protocol-2 pickles written by Python 3 spell bytes: str.encode, nothing more
-               ("_codecs", "encode"): codecs.encode}
+    ALLOWED = {**_numpy_globals(), ("collections", "OrderedDict"): OrderedDict, ("_codecs", "encode"): _latin1_encode}
 
     def find_class(self, module: str, name: str) -> Any:
         try:
@@ -201,10 +202,13 @@ def torch_load(path: Path) -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:
-        needed = torch.serialization.get_unsafe_globals_in_checkpoint(path)
+        pass  # it needs globals beyond tensors: see below which
     except Exception as exc:  # noqa: BLE001 - corrupt, truncated or foreign files all end here
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
-        raise UserError(f"{path}: not a readable checkpoint ({reason[:200]})") from None
+        raise UserError(f"{path}: not a readable checkpoint ({_first_line(exc)})") from None
+    try:
+        needed = torch.serialization.get_unsafe_globals_in_checkpoint(path)
+    except Exception as exc:  # noqa: BLE001 - e.g. legacy (pre-zip) files, which it cannot list
+        raise UserError(f"{path}: refused to load: it needs types beyond tensors ({_first_line(exc)})") from None
     allowed = _metadata_globals()
     refused = [name for name in needed if name not in allowed]
     if refused:
@@ -217,7 +221,12 @@ def torch_load(path: Path) -> Any:
         try:
             return torch.load(path, map_location="cpu", weights_only=True)
         except Exception as exc:  # noqa: BLE001
-            raise UserError(f"{path}: not a readable checkpoint ({str(exc).splitlines()[0][:200]})") from None
+            raise UserError(f"{path}: not a readable checkpoint ({_first_line(exc)})") from None
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:200] if text else exc.__class__.__name__
 
 
 _MM_STEM = re.compile(r"backbone\.conv1\.(conv\.weight|bn\.(\w+))")
