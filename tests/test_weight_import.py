@@ -218,6 +218,7 @@ def test_head_with_other_class_count_is_named_and_config_fixes_it(tmp_path):
         load_for_inference(path)
     loaded = load_for_inference(path, load_config(None, ["model.num_classes=101"]))
     assert loaded.class_names[0] == "class_0"
+    assert load_for_inference(path, overrides=["model.num_classes=101"]).cfg.model.num_classes == 101
 
 
 def test_backbone_only_pdparams_initialises_training_with_or_without_prefix(tmp_path, resnet):

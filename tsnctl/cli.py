@@ -23,7 +23,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from tsnctl import __version__
-from tsnctl.config import Config, apply_overrides, load_config, validate
+from tsnctl.config import Config, load_config, validate
 from tsnctl.errors import UserError
 from tsnctl.progress import LogProgress, ProgressFn
 
@@ -104,9 +104,7 @@ def _load_weights(weights: Path, config: Path | None, overrides: list[str] | Non
 
     if config is not None:
         return load_for_inference(weights, _config(config, overrides))
-    loaded = load_for_inference(weights, None)
-    apply_overrides(loaded.cfg, overrides or [])
-    return loaded
+    return load_for_inference(weights, None, overrides=overrides)
 
 
 def _print_version(value: bool) -> None:
@@ -620,7 +618,8 @@ def convert_weights(
     """Convert foreign weights into a tsnctl checkpoint (with config and class names) for test/export/predict -w."""
     from tsnctl.weights import convert_weights as run
 
-    report = run(src, output, _config(config, override) if config or override else None, labels)
+    report = run(src, output, _config(config, override) if config else None, labels,
+                 None if config else override)
     out_console.print(f"converted a {report.fmt} ({report.num_classes} classes, names from "
                       f"{report.class_names_from}) -> {report.output}", highlight=False)
 

@@ -13,7 +13,7 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from tsnctl.config import Config, config_from_dict
+from tsnctl.config import Config, apply_overrides, config_from_dict
 from tsnctl.data.lists import read_labels
 from tsnctl.engine.checkpoint import save_checkpoint
 from tsnctl.errors import UserError
@@ -34,10 +34,12 @@ class LoadedModel:
     class_names_from: str = "the checkpoint"  # a file name, "the checkpoint", "Kinetics-400" or "numbers"
 
 
-def load_for_inference(weights: str | Path, cfg: Config | None = None,
-                       labels: str | Path | None = None) -> LoadedModel:
+def load_for_inference(weights: str | Path, cfg: Config | None = None, labels: str | Path | None = None,
+                       overrides: list[str] | None = None) -> LoadedModel:
     """Build the model stored in ``weights`` and fill every parameter; refuse partial matches.
 
+    Config: ``cfg`` when given, else the checkpoint's, else the defaults; ``overrides`` (``section.key=value``)
+    apply on top before the model is built, so ``model.num_classes=101`` fits a 101-class ``.pdparams``.
     Class names: ``labels`` when given, else the checkpoint's, else ``data.label_file``, else the
     Kinetics-400 names for a 400-class model, else ``class_0 ...``.
     """
@@ -52,6 +54,8 @@ def load_for_inference(weights: str | Path, cfg: Config | None = None,
             cfg.model = stored.model
     else:
         cfg = cfg or Config()
+    apply_overrides(cfg, overrides or [])
+    if imported.config is None:
         _check_full_model(imported, cfg, weights)
     # The weights come from the file itself: never reload pretrained or init_from weights here.
     cfg.model.pretrained = cfg.model.init_from = ""
@@ -98,9 +102,9 @@ class ConvertReport:
 
 
 def convert_weights(source: str | Path, output: str | Path, cfg: Config | None = None,
-                    labels: str | Path | None = None) -> ConvertReport:
+                    labels: str | Path | None = None, overrides: list[str] | None = None) -> ConvertReport:
     """Write ``source`` (any full-model format) as a tsnctl checkpoint with its config and class names."""
-    loaded = load_for_inference(source, cfg, labels)
+    loaded = load_for_inference(source, cfg, labels, overrides)
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
     save_checkpoint(output, {"model": loaded.model.state_dict(), "config": loaded.cfg.to_dict(),
