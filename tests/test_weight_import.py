@@ -280,3 +280,13 @@ def test_cli_refuses_a_crafted_pdparams_in_one_line(tmp_path):
         assert result.exit_code == 2, result.output
         assert "Traceback" not in result.output and "refused to load" in result.output
     assert not marker.exists() and not (tmp_path / "out.pt").exists()
+
+
+def test_predict_preset_is_refused_with_a_stream(tmp_path):
+    from typer.testing import CliRunner
+
+    from tsnctl.cli import app
+
+    result = CliRunner().invoke(app, ["predict", "--stream", "0", "-w", str(tmp_path / "w.pt"), "--preset",
+                                      "paddlevideo"])
+    assert result.exit_code == 2 and "apply to clips, not to --stream" in result.output

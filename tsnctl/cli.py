@@ -360,6 +360,8 @@ def predict(
         raise UserError("--topk must be at least 1")
     if bool(clips) == (stream is not None):
         raise UserError("give clips to classify or --stream SOURCE (not both)")
+    if stream is not None and (preset != "test" or num_seg is not None):
+        raise UserError("--preset and --num-seg apply to clips, not to --stream")
     if model is not None:
         predictor = onnx_predictor(model, provider)
     else:
