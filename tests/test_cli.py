@@ -8,7 +8,7 @@ from typer.testing import CliRunner
 from tsnctl.cli import app
 
 runner = CliRunner()
-COMMANDS = ["demo-data", "extract-frames", "train", "test", "export", "predict"]
+COMMANDS = ["demo-data", "extract-frames", "train", "test", "export", "predict", "convert-weights"]
 
 
 def run(*args):
@@ -63,7 +63,7 @@ def test_malformed_list_line(tmp_path):
 
 
 def test_missing_weights_and_clips(tmp_path):
-    one_line_error(run("test", "-w", tmp_path / "none.pt"), "none.pt: checkpoint not found")
+    one_line_error(run("test", "-w", tmp_path / "none.pt"), "none.pt: weights file not found")
     one_line_error(run("predict", tmp_path / "none.mp4", "-w", tmp_path / "none.pt"), "none.pt")
     (tmp_path / "fake.pt").write_text("not a checkpoint")
     one_line_error(run("export", "-w", tmp_path / "fake.pt", "-o", tmp_path / "m.onnx"), "fake.pt: not a readable")

@@ -33,6 +33,7 @@ def test_stretch_of_the_predict_preset():
     assert T.stretched_size(240, 320, 256) == (256, 341)
     assert T.stretched_size(480, 360, 256) == (341, 256)
     assert T.stretched_size(256, 455, 256) == (256, 455)  # short side already 256: untouched
+    assert T.stretched_size(240, 400, 256) == (256, 341)  # 5:3 in, 4:3 out: the aspect ratio is not kept
     assert T.stretch(np.zeros((1, 240, 320, 3), np.uint8), 256).shape == (1, 256, 341, 3)
 
 
@@ -109,3 +110,14 @@ def test_presets_shapes_and_one_draw_per_clip():
     assert eval_preset(frames, 256, 224, "ten").shape == (40, 3, 224, 224)
     assert eval_preset(frames, 256, 224, "three").shape == (12, 3, 224, 224)
     assert eval_preset(frames, 256, 224, "center").shape == (4, 3, 224, 224)
+
+
+def test_multi_scale_crop_keeps_duplicate_positions_in_the_draw():
+    # tsn_k400_frames.yaml sets allow_duplication: True. On a 256x256 frame the 256x256 crop has both steps
+    # 0, so all five positions are (0, 0); the 224x256 crop (w, h) has x in {0, 32, 0, 32, 16}: 0 twice in 5.
+    rng = np.random.default_rng(0)
+    boxes = [T.multi_scale_crop_box(256, 256, 224, rng) for _ in range(20000)]
+    xs = [x for x, _, w, h in boxes if (w, h) == (224, 256)]
+    share = {x: xs.count(x) / len(xs) for x in set(xs)}
+    assert set(share) == {0, 16, 32}
+    assert share[0] == pytest.approx(0.4, abs=0.05) and share[16] == pytest.approx(0.2, abs=0.05)

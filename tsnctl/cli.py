@@ -23,7 +23,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from tsnctl import __version__
-from tsnctl.config import Config, apply_overrides, load_config, validate
+from tsnctl.config import Config, load_config, validate
 from tsnctl.errors import UserError
 from tsnctl.progress import LogProgress, ProgressFn
 
@@ -36,6 +36,9 @@ log = logging.getLogger("tsnctl")
 ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="YAML config file.")]
 OverrideOpt = Annotated[list[str] | None, typer.Option(
     "--override", "-o", help="Override a config value, e.g. -o train.lr=0.02 (repeatable).")]
+WEIGHTS_HELP = ("Weights: a tsnctl checkpoint, a reference .pdparams, an MMAction2 TSN checkpoint or a torchvision "
+                "ResNet state dict (the format is read from the file; -c gives the network of formats without a "
+                "config).")
 DeviceOpt = Annotated[str | None, typer.Option("--device", help="auto, cpu, cuda or cuda:N (default: the "
                                                                    "config's train.device).")]
 
@@ -101,9 +104,7 @@ def _load_weights(weights: Path, config: Path | None, overrides: list[str] | Non
 
     if config is not None:
         return load_for_inference(weights, _config(config, overrides))
-    loaded = load_for_inference(weights, None)
-    apply_overrides(loaded.cfg, overrides or [])
-    return loaded
+    return load_for_inference(weights, None, overrides=overrides)
 
 
 def _print_version(value: bool) -> None:
@@ -195,6 +196,9 @@ def train(
     validate: Annotated[bool, typer.Option("--validate", help="Validate after every epoch (CenterCrop) and keep "
                                                               "best.pt by validation top-1.")] = False,
     resume: Annotated[bool, typer.Option("--resume", help="Continue from OUTPUT/last.pt.")] = False,
+    init_from: Annotated[Path | None, typer.Option("--init-from", help="Start from these weights (any -w format, or "
+                         "backbone-only ImageNet weights): the backbone, and the head when its classes match; sets "
+                         "model.init_from.")] = None,
     device: DeviceOpt = None,
     amp: AmpOpt = None,
     channels_last: ChannelsLastOpt = None,
@@ -220,6 +224,8 @@ def train(
 
     cfg = _config(config, override, device)
     _set_train_features(cfg, amp, channels_last, accumulate, compile_model, sync_bn, auto_scale_lr)
+    if init_from is not None:
+        cfg.model.init_from = str(init_from)
     output = output or Path("runs") / (config.stem if config else "default")
     layout = (gpus, nproc, nnodes, node_rank, master_addr, master_port, rdzv_endpoint)
     result = _run_on_ranks(cfg, layout, train_entry, str(output), validate, resume)
@@ -232,7 +238,7 @@ def train(
 @app.command()
 @cli_errors
 def test(
-    weights: Annotated[Path | None, typer.Option("--weights", "-w", help="Checkpoint to evaluate.")] = None,
+    weights: Annotated[Path | None, typer.Option("--weights", "-w", help=WEIGHTS_HELP)] = None,
     model: Annotated[Path | None, typer.Option(
         "--model", "-m", help="Or an ONNX model from 'tsnctl export' (own test protocol; -c gives the lists).",
     )] = None,
@@ -320,7 +326,7 @@ def test(
 @app.command()
 @cli_errors
 def export(
-    weights: Annotated[Path, typer.Option("--weights", "-w", help="Checkpoint to export.")],
+    weights: Annotated[Path, typer.Option("--weights", "-w", help=WEIGHTS_HELP)],
     output: Annotated[Path, typer.Option("--output", "-o", help="ONNX file to write.")],
     config: ConfigOpt = None,
     override: Annotated[list[str] | None, typer.Option(
@@ -344,12 +350,18 @@ def predict(
     clips: Annotated[list[Path] | None, typer.Argument(help="Video files or frame folders to classify; a .txt "
                                                             "list of them ('<path> [label]' lines); any other "
                                                             "folder stands for every video under it.")] = None,
-    weights: Annotated[Path | None, typer.Option("--weights", "-w", help="A tsnctl checkpoint.")] = None,
+    weights: Annotated[Path | None, typer.Option("--weights", "-w", help=WEIGHTS_HELP)] = None,
     model: Annotated[Path | None, typer.Option("--model", "-m", help="An ONNX model from 'tsnctl export'.")] = None,
     config: ConfigOpt = None,
     override: OverrideOpt = None,
-    topk: Annotated[int, typer.Option(help="How many classes to show per clip.")] = 5,
+    topk: Annotated[int | None, typer.Option(help="How many classes to show per clip (default: 5; 1 with "
+                                                  "--preset paddlevideo).")] = None,
     labels: Annotated[Path | None, typer.Option(help="Class names file overriding the model's.")] = None,
+    preset: Annotated[str, typer.Option(help="test: the model's test protocol; paddlevideo: the reference "
+                                             "predict tool (centred segments, frames stretched to 341x256, "
+                                             "TenCrop).")] = "test",
+    num_seg: Annotated[int | None, typer.Option(help="Segments per clip (default: test.num_seg; 25 with --preset "
+                                                     "paddlevideo).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print only JSON to stdout (one object per line "
                                                           "with --stream).")] = False,
     device: DeviceOpt = None,
@@ -379,10 +391,13 @@ def predict(
 
     if (weights is None) == (model is None):
         raise UserError("give exactly one of -w CHECKPOINT or -m MODEL.onnx")
+    topk = topk if topk is not None else 1 if preset == "paddlevideo" else 5
     if topk < 1:
         raise UserError("--topk must be at least 1")
     if bool(clips) == (stream is not None):
         raise UserError("give clips to classify or --stream SOURCE (not both)")
+    if stream is not None and (preset != "test" or num_seg is not None):
+        raise UserError("--preset and --num-seg apply to clips, not to --stream")
     if model is not None:
         predictor = onnx_predictor(model, provider)
     else:
@@ -398,7 +413,8 @@ def predict(
         return
     clips = expand_clips(clips, predictor.settings.image_template)
     with rich_progress() as progress:
-        results = run(predictor, clips, topk, names, progress if len(clips) > 1 else _silent)
+        results = run(predictor, clips, topk, names, progress if len(clips) > 1 else _silent,
+                      preset, num_seg)
     if output:
         write_predictions_csv(results, output)
     if as_json:
@@ -687,6 +703,28 @@ def _worker_console(level: int) -> Iterator[ProgressFn]:
 @contextmanager
 def _no_console() -> Iterator[ProgressFn]:
     yield _silent
+
+
+@app.command("convert-weights")
+@cli_errors
+def convert_weights(
+    src: Annotated[Path, typer.Argument(help="Weights to convert: a reference .pdparams, an MMAction2 TSN checkpoint, "
+                                             "a torchvision ResNet state dict or a tsnctl checkpoint.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="tsnctl checkpoint (.pt) to write.")],
+    labels: Annotated[Path | None, typer.Option(help="Class names file (default: the config's data.label_file, "
+                                                     "else Kinetics-400 names for 400 classes).")] = None,
+    config: ConfigOpt = None,
+    override: Annotated[list[str] | None, typer.Option(
+        "--override", help="Override a config value, e.g. --override model.num_classes=101 (repeatable; -o is the "
+                           "output file here).")] = None,
+) -> None:
+    """Convert foreign weights into a tsnctl checkpoint (with config and class names) for test/export/predict -w."""
+    from tsnctl.weights import convert_weights as run
+
+    report = run(src, output, _config(config, override) if config else None, labels,
+                 None if config else override)
+    out_console.print(f"converted a {report.fmt} ({report.num_classes} classes, names from "
+                      f"{report.class_names_from}) -> {report.output}", highlight=False)
 
 
 def _silent(task: str, done: int, total: int, status: str = "") -> None:

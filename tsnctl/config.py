@@ -42,7 +42,8 @@ class ModelConfig:
     num_classes: int = 400  # size of the fc output; must match the label file's class count
     dropout: float = 0.4  # applied to the averaged feature, before the fc
     fc_std: float = 0.01  # fc weight init: Normal(0, fc_std), bias 0
-    pretrained: str = ""  # "" (random init), "imagenet", or a path to a torchvision ResNet state dict
+    pretrained: str = ""  # backbone init: "" (random), "imagenet", or a weights file (any format of tsnctl/weights.py)
+    init_from: str = ""  # start from a model's weights: backbone, and head when its classes match; wins over pretrained
 
 
 @dataclass

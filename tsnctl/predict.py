@@ -1,7 +1,8 @@
 """Classify clips (video files or frame folders) with a checkpoint or an exported ONNX model.
 
-Both run the model's test protocol: ``num_seg`` centred segments, the configured crops, features
-averaged over all views, softmax over the logits.
+By default both run the model's test protocol: ``num_seg`` centred segments, the configured crops,
+features averaged over all views, softmax over the logits. ``preset="paddlevideo"`` instead reproduces
+the reference's own predict tool (see ``paddlevideo_views``).
 """
 
 from __future__ import annotations
@@ -15,14 +16,18 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from tsnctl.data import transforms as T
 from tsnctl.data.dataset import ClipSettings, load_clip
-from tsnctl.data.decode import VIDEO_EXTENSIONS, count_folder_frames
+from tsnctl.data.decode import VIDEO_EXTENSIONS, count_folder_frames, read_frame_folder, read_video
 from tsnctl.data.lists import Sample
+from tsnctl.data.sampling import eval_indices
 from tsnctl.data.transforms import normalize
 from tsnctl.errors import UserError
 from tsnctl.progress import ProgressFn, no_progress
 
 Runner = Callable[[torch.Tensor], np.ndarray]  # uint8 clips [1, V, 3, H, W] -> logits [1, C]
+PRESETS = ("test", "paddlevideo")
+PADDLEVIDEO_NUM_SEG = 25  # the reference predict tool's default
 
 
 @dataclass
@@ -72,17 +77,51 @@ def clip_sample(clip: str | Path, template: str) -> tuple[Sample, str]:
     return Sample(str(clip), path, -1), "video"
 
 
+def paddlevideo_views(sample: Sample, fmt: str, num_seg: int, short_side: int = 256, crop_size: int = 224,
+                      template: str = "img_{:05d}.jpg") -> torch.Tensor:
+    """The reference predict tool's input: uint8 ``[10*num_seg, 3, crop, crop]`` (runners normalize).
+
+    ``num_seg`` centred segments; every frame stretched to a fixed 4:3 size (341x256; aspect ratio not
+    kept) unless its short side is already ``short_side``; TenCrop. Its test pipeline keeps
+    the aspect ratio instead, so the two give slightly different scores on the same clip.
+    """
+    def index_fn(num_frames: int) -> list[int]:
+        return eval_indices(num_frames, num_seg)
+
+    if fmt == "frames":
+        frames = read_frame_folder(sample.path, index_fn(sample.num_frames), template)
+    else:
+        frames = read_video(sample.path, index_fn)
+    frames = T.stretch(frames, short_side)
+    return T.to_tensor(T.ten_crop(frames, crop_size))
+
+
+def clip_views(predictor: Predictor, clip: str, preset: str = "test", num_seg: int | None = None) -> torch.Tensor:
+    """The views of one clip ``[V, 3, H, W]`` under ``preset``; ``num_seg`` overrides the preset's count."""
+    s = predictor.settings
+    sample, fmt = clip_sample(clip, s.image_template)
+    match preset:
+        case "test":
+            settings = ClipSettings(fmt, num_seg or s.num_seg, s.short_side, s.crop_size, crop=s.crop,
+                                    image_template=s.image_template)
+            return load_clip(sample, settings, np.random.default_rng(0))
+        case "paddlevideo":
+            return paddlevideo_views(sample, fmt, num_seg or PADDLEVIDEO_NUM_SEG, s.short_side, s.crop_size,
+                                     s.image_template)
+    raise UserError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+
+
 def predict(predictor: Predictor, clips: list[str], topk: int = 5, labels: list[str] | None = None,
-            progress: ProgressFn = no_progress) -> list[dict]:
+            progress: ProgressFn = no_progress, preset: str = "test", num_seg: int | None = None) -> list[dict]:
     """One ``{"clip", "topk": [{"label", "index", "prob"}, ...]}`` per clip, most likely class first."""
+    if preset not in PRESETS:
+        raise UserError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+    if num_seg is not None and num_seg < 1:
+        raise UserError("--num-seg must be at least 1")
     names = labels or predictor.class_names
     results = []
     for done, clip in enumerate(clips, start=1):
-        sample, fmt = clip_sample(clip, predictor.settings.image_template)
-        settings = ClipSettings(fmt, predictor.settings.num_seg, predictor.settings.short_side,
-                                predictor.settings.crop_size, crop=predictor.settings.crop,
-                                image_template=predictor.settings.image_template)
-        views = load_clip(sample, settings, np.random.default_rng(0))
+        views = clip_views(predictor, clip, preset, num_seg)
         logits = predictor.run(views[None])[0]
         results.append({"clip": str(clip), "topk": topk_entries(logits, names, topk)})
         progress("predict", done, len(clips), "")

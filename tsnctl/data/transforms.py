@@ -82,8 +82,9 @@ def multi_scale_crop_box(height: int, width: int, crop_size: int, rng: np.random
 
     Crop sides are ``int(base*s)`` for s in (1, .875, .75, .66) with base the short side; a side within
     3 px of ``crop_size`` snaps to it. Pairs whose scale indices differ by at most 1 are equally likely.
-    Positions use float steps ``(W-cw)/4`` and the box corners are rounded half-to-even. As in the
-    reference, a position that duplicates another because a step is 0 is left out of the draw.
+    Positions use float steps ``(W-cw)/4`` and the box corners are rounded half-to-even. The reference
+    config sets ``allow_duplication: True``: all five positions stay in the draw even when a step is 0 and
+    some coincide (so, for a full-width crop, x=0 is drawn with probability 2/5, not 1/3).
     """
     base = min(height, width)
     sides = [int(base * s) for s in MULTI_SCALES]
@@ -91,15 +92,7 @@ def multi_scale_crop_box(height: int, width: int, crop_size: int, rng: np.random
     pairs = [(sides[j], sides[i]) for i in range(len(sides)) for j in range(len(sides)) if abs(i - j) <= 1]
     crop_w, crop_h = pairs[rng.integers(len(pairs))]
     w_step, h_step = (width - crop_w) / 4, (height - crop_h) / 4
-    positions = [(0.0, 0.0)]
-    if w_step != 0:
-        positions.append((4 * w_step, 0.0))
-    if h_step != 0:
-        positions.append((0.0, 4 * h_step))
-    if w_step != 0 and h_step != 0:
-        positions.append((4 * w_step, 4 * h_step))
-    if w_step != 0 or h_step != 0:
-        positions.append((2 * w_step, 2 * h_step))
+    positions = [(0.0, 0.0), (4 * w_step, 0.0), (0.0, 4 * h_step), (4 * w_step, 4 * h_step), (2 * w_step, 2 * h_step)]
     x, y = positions[rng.integers(len(positions))]
     # The reference crops with PIL, which rounds each corner with Python's round (half-to-even).
     x0, y0, x1, y1 = round(x), round(y), round(x + crop_w), round(y + crop_h)

@@ -7,6 +7,7 @@ all views of a clip, then applies dropout and a linear layer. Output: logits ``[
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import torch
@@ -15,6 +16,9 @@ from torch import nn
 
 from tsnctl.config import ModelConfig
 from tsnctl.errors import UserError
+from tsnctl.weight_formats import Weights, from_state_dict, load_into, read_weights
+
+log = logging.getLogger("tsnctl")
 
 BACKBONES = {
     "resnet18": torchvision.models.resnet18,
@@ -75,38 +79,46 @@ class TSN(nn.Module):
 
 
 def build_model(cfg: ModelConfig) -> TSN:
-    """The TSN of a model config, with the backbone initialised from ``cfg.pretrained`` when set."""
+    """The TSN of a model config, initialised from ``cfg.init_from`` or else ``cfg.pretrained`` when set."""
     model = TSN(cfg.backbone, cfg.num_classes, cfg.dropout, cfg.fc_std)
-    if cfg.pretrained:
+    if cfg.init_from:
+        init_from_weights(model, cfg.init_from, cfg.backbone)
+    elif cfg.pretrained:
         load_backbone_weights(model, cfg.pretrained, cfg.backbone)
     return model
 
 
 def load_backbone_weights(model: TSN, source: str, backbone: str) -> None:
-    """Fill the backbone from a torchvision ResNet state dict file, or from ``imagenet``."""
+    """Fill every backbone parameter from ``imagenet`` or a weights file of any supported format.
+
+    A classifier head in the file (e.g. ImageNet's 1000 classes) is not used.
+    """
     if source == "imagenet":
-        state = _imagenet_state_dict(backbone)
+        weights = from_state_dict(_imagenet_state_dict(backbone), f"ImageNet weights for {backbone}")
     else:
-        path = Path(source)
-        if not path.is_file():
-            raise UserError(f"{path}: pretrained weights file not found")
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:  # noqa: BLE001 - any unreadable file gets the same one-line answer
-            raise UserError(f"{path}: not a readable torch state dict ({exc.__class__.__name__})") from None
-        state = state.get("state_dict", state) if isinstance(state, dict) else state
-    if not isinstance(state, dict):
-        raise UserError(f"{source}: expected a state dict of tensors")
-    state = {k: v for k, v in state.items() if not k.startswith("fc.")}
-    try:
-        result = model.backbone.load_state_dict(state, strict=False)
-    except RuntimeError as exc:  # shape mismatches
-        detail = str(exc).splitlines()[1].strip() if len(str(exc).splitlines()) > 1 else str(exc)
-        raise UserError(f"{source}: does not fit {backbone}: {detail}") from None
-    missing = [k for k in result.missing_keys if not k.startswith("fc.")]
-    if missing or result.unexpected_keys:
-        raise UserError(f"{source}: does not fit {backbone} (missing: {', '.join(missing[:5]) or 'none'}; "
-                        f"unexpected: {', '.join(result.unexpected_keys[:5]) or 'none'})")
+        weights = read_weights(source)
+    _load_backbone(model, weights, source, backbone)
+
+
+def init_from_weights(model: TSN, source: str, backbone: str) -> None:
+    """Start training from another model: its whole backbone, and its head when the class counts match."""
+    weights = read_weights(source)
+    _load_backbone(model, weights, source, backbone)
+    stored, wanted = weights.num_classes, model.head.fc.out_features
+    if stored is None:
+        log.info("%s: %s without a classifier head; the head starts from its random init", source, weights.fmt)
+    elif stored != wanted:
+        log.info("%s: the head has %d classes, the model %d: re-initialising the head only", source, stored, wanted)
+    else:
+        head = {k.removeprefix("head."): v for k, v in weights.tensors.items() if k.startswith("head.")}
+        load_into(model.head, head, source, "the TSN head", {k.removeprefix("head."): weights.name(k) for k in head})
+        log.info("%s: initialised backbone and head from a %s", source, weights.fmt)
+
+
+def _load_backbone(model: TSN, weights: Weights, source: str, backbone: str) -> None:
+    tensors = weights.backbone()
+    names = {k: weights.name(f"backbone.{k}") for k in tensors}
+    load_into(model.backbone, tensors, source, backbone, names, weights.unknown)
 
 
 def _imagenet_state_dict(backbone: str) -> dict[str, torch.Tensor]:
