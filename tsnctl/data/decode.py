@@ -6,6 +6,7 @@ seeking by decoding forward only as far as the last index needed. Errors name th
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -14,6 +15,10 @@ import cv2
 import numpy as np
 
 from tsnctl.errors import UserError
+
+# FFmpeg (inside OpenCV) prints its own lines such as "moov atom not found" for broken files; our
+# errors already name the file and the problem, so keep its log quiet unless the user asked otherwise.
+os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".webm", ".mov", ".m4v", ".mpg", ".mpeg", ".flv", ".wmv")
 
@@ -69,7 +74,7 @@ def read_video(path: Path, index_fn: IndexFn) -> np.ndarray:
 
 def count_video_frames(path: Path) -> int:
     """Count the decodable frames of a video by walking through it."""
-    capture = _open(path)
+    capture = open_video(path)
     count = 0
     while capture.grab():
         count += 1
@@ -80,7 +85,7 @@ def count_video_frames(path: Path) -> int:
 
 
 def _header_frame_count(path: Path) -> int:
-    capture = _open(path)
+    capture = open_video(path)
     count = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
     capture.release()
     return count
@@ -88,7 +93,7 @@ def _header_frame_count(path: Path) -> int:
 
 def _decode_indices(path: Path, indices: list[int]) -> tuple[np.ndarray | None, int]:
     """Frames at ``indices``, or (None, frames actually decoded) when the video ends too early."""
-    capture = _open(path)
+    capture = open_video(path)
     wanted = sorted(set(indices))
     found: dict[int, np.ndarray] = {}
     position = 0
@@ -108,12 +113,14 @@ def _decode_indices(path: Path, indices: list[int]) -> tuple[np.ndarray | None, 
     return _stack([found[i] for i in indices], path), position
 
 
-def _open(path: Path) -> cv2.VideoCapture:
+def open_video(path: Path) -> cv2.VideoCapture:
     if not path.is_file():
         raise UserError(f"{path}: video file not found")
+    if path.stat().st_size == 0:
+        raise UserError(f"{path}: empty file (0 bytes)")
     capture = cv2.VideoCapture(str(path))
     if not capture.isOpened():
-        raise UserError(f"{path}: not a readable video")
+        raise UserError(f"{path}: not a readable video (not a video, no video stream, or a truncated container)")
     return capture
 
 

@@ -7,6 +7,7 @@ line is reported with file and line number; nothing is skipped silently.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -86,5 +87,8 @@ def read_labels(label_file: str | Path) -> list[str]:
 
 
 def write_frame_list(path: str | Path, rows: list[tuple[str, int, int]]) -> None:
-    """Write ``<frame_dir> <num_frames> <label>`` lines."""
-    Path(path).write_text("".join(f"{name} {n} {label}\n" for name, n, label in rows))
+    """Write ``<frame_dir> <num_frames> <label>`` lines (atomically: a killed run leaves the old list or none)."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("".join(f"{name} {n} {label}\n" for name, n, label in rows))
+    os.replace(tmp, path)
