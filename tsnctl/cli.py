@@ -159,16 +159,24 @@ def extract_frames(
     shard: Annotated[str | None, typer.Option(help="Extract only shard I of N (I/N, 0 <= I < N) of the videos, "
                                                       "chosen by a hash of each video's path; join the shard lists "
                                                       "with 'tsnctl merge-lists'.")] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Extract again videos whose frame folder "
+                                                                "already exists (default: skip them).")] = False,
 ) -> None:
-    """Extract JPEG frame folders from videos and write a frame list '<frame_dir> <num_frames> <label>'."""
+    """Extract JPEG frame folders from videos and write a frame list '<frame_dir> <num_frames> <label>'.
+
+    Re-running skips completed videos and finishes the rest; a per-video report goes to OUT.
+    """
     from tsnctl.extract import extract_frames as run
     from tsnctl.shards import parse_shard
 
     shard_spec = parse_shard(shard) if shard else None
     with rich_progress() as progress:
-        summary = run(src, out, list_file, root, workers, short_side, quality, shard_spec, progress)
-    out_console.print(f"extracted {summary.frames} frames from {summary.videos} videos "
-                      f"({summary.bytes_written / 1e6:.1f} MB) -> {summary.list_file}")
+        summary = run(src, out, list_file, root, workers, short_side, quality, shard_spec, progress,
+                      overwrite=overwrite)
+    skipped = f", {summary.skipped} already done" if summary.skipped else ""
+    out_console.print(f"extracted {summary.frames} frames from {summary.videos} videos{skipped} "
+                      f"({summary.bytes_written / 1e6:.1f} MB) -> {summary.list_file}; report "
+                      f"{summary.report_file}", soft_wrap=True, highlight=False)
     if summary.label_file:
         out_console.print(f"class names (from folder names) -> {summary.label_file}")
     if summary.failed:
@@ -186,21 +194,31 @@ def train(
     output: Annotated[Path | None, typer.Option("--output", help="Run folder (default: runs/<config name>).")] = None,
     validate: Annotated[bool, typer.Option("--validate", help="Validate after every epoch (CenterCrop) and keep "
                                                               "best.pt by validation top-1.")] = False,
-    resume: Annotated[bool, typer.Option("--resume", help="Continue from OUTPUT/last.pt.")] = False,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue from the newest checkpoint in OUTPUT, "
+                                                          "mid-epoch included.")] = False,
+    resume_from: Annotated[Path | None, typer.Option("--resume-from", help="Continue from this checkpoint.")] = None,
+    max_bad_fraction: Annotated[float | None, typer.Option(
+        "--max-bad-fraction", help="Stop when more than this fraction of training clips cannot be read "
+                                   "(default: train.max_bad_fraction, 0.01).")] = None,
     device: DeviceOpt = None,
 ) -> None:
     """Train a TSN with the reference recipe; writes checkpoints, metrics and curves into the run folder.
 
     The run folder gets last.pt, best.pt (with --validate), config.yaml, metrics.csv (per
     epoch), steps.csv (per log interval), curves.png, and TensorBoard events in tensorboard/
-    when tensorboard is installed.
+    when tensorboard is installed. Unreadable clips are skipped and listed in bad_samples.csv.
+    Ctrl-C or SIGTERM saves last.pt and stops; --resume continues exactly where it stopped.
     """
+    from tsnctl.config import validate as validate_config
     from tsnctl.engine.train import train as run
 
     cfg = _config(config, override, device)
+    if max_bad_fraction is not None:
+        cfg.train.max_bad_fraction = max_bad_fraction
+        validate_config(cfg)
     output = output or Path("runs") / (config.stem if config else "default")
     with rich_progress() as progress:
-        result = run(cfg, output, validate=validate, resume=resume, progress=progress)
+        result = run(cfg, output, validate=validate, resume=resume_from or resume, progress=progress)
     best = f", best valid top-1 {result.best_top1:.2f}%" if result.best_top1 is not None else ""
     out_console.print(f"trained {result.epochs_run} epoch(s){best} -> {result.output_dir}")
 
@@ -226,12 +244,16 @@ def test(
     report_dir: Annotated[Path | None, typer.Option(help="Folder for per_class.csv, confused_pairs.csv, "
                                                          "confusion.png and metrics.json (default: "
                                                          "<checkpoint folder>/test_<list name>).")] = None,
+    allow_missing: Annotated[bool, typer.Option("--allow-missing", help="Exit 0 even when some videos could not "
+                                                                        "be read (they are still excluded and "
+                                                                        "listed).")] = False,
     device: DeviceOpt = None,
 ) -> None:
     """Evaluate a checkpoint or an ONNX model: video-level top-1/top-5 and mean class accuracy over all views.
 
     Also writes a report (per_class.csv, confused_pairs.csv, confusion.png, metrics.json)
-    into --report-dir.
+    into --report-dir. Unreadable videos are excluded (never replaced) and listed; then the exit
+    code is 1 unless --allow-missing.
     """
     from tsnctl.engine.evaluate import run_test
     from tsnctl.reports import summary, write_report
@@ -258,7 +280,11 @@ def test(
     validate(cfg)
     with rich_progress() as progress:
         result = run_test(classifier, cfg, str(list_file or ""), save_scores, progress)
-    out_console.print(f"test: {result.num_videos} videos, {result.protocol}", soft_wrap=True, highlight=False)
+    for clip in result.excluded:
+        err_console.print(f"[red]excluded:[/] {clip.reason}", highlight=False, soft_wrap=True)
+    counted = (f"{result.num_videos} of {result.num_listed} videos ({len(result.excluded)} unreadable, excluded)"
+               if result.excluded else f"{result.num_videos} videos")
+    out_console.print(f"test: {counted}, {result.protocol}", soft_wrap=True, highlight=False)
     table = Table()
     for column in ("top-1", "top-5", "mean class acc"):
         table.add_column(column, justify="right")
@@ -268,7 +294,13 @@ def test(
                           / f"test_{Path(list_file or cfg.data.test_list).stem}")
     _print_report(report)
     if metrics_json:
-        metrics_json.write_text(json.dumps(summary(result), indent=2))
+        metrics_json.write_text(json.dumps({**summary(result), "listed": result.num_listed,
+                                            "excluded": [{"path": c.name, "reason": c.reason}
+                                                         for c in result.excluded]}, indent=2))
+    if result.excluded and not allow_missing:
+        raise UserError(f"{len(result.excluded)} of {result.num_listed} videos could not be read and were "
+                        "excluded (listed above); the metrics cover the rest; --allow-missing accepts this",
+                        exit_code=1)
 
 
 @app.command()
@@ -357,8 +389,20 @@ def predict(
         write_predictions_csv(results, output)
     if as_json:
         sys.stdout.write(json.dumps(results, indent=2) + "\n")
-        return
+    else:
+        _print_predictions(results)
+    failed = [result for result in results if "error" in result]
+    if failed:
+        raise UserError(f"{len(failed)} of {len(results)} clips could not be read"
+                        f"{' (see their error entries)' if as_json else ' (listed above)'}", exit_code=1)
+
+
+def _print_predictions(results: list[dict]) -> None:
+    """A top-k table per clip; a red line for a clip that could not be read."""
     for result in results:
+        if "error" in result:
+            err_console.print(f"[red]failed:[/] {result['error']}", highlight=False, soft_wrap=True)
+            continue
         table = Table(title=result["clip"], title_justify="left")
         table.add_column("#", justify="right")
         table.add_column("class")

@@ -62,6 +62,8 @@ class TrainConfig:
     log_interval: int = 20  # steps between log lines
     save_interval: int = 10  # epochs between periodic checkpoints (last.pt is written every epoch)
     device: str = "auto"  # auto | cpu | cuda | cuda:N
+    checkpoint_steps: int = 1000  # steps between mid-epoch saves of last.pt (resume restarts there); 0 disables
+    max_bad_fraction: float = 0.01  # stop when more than this fraction of training clips cannot be read
 
 
 @dataclass
@@ -171,6 +173,10 @@ def validate(cfg: Config) -> None:
     if cfg.data.crop_size > cfg.data.short_side:
         raise UserError(f"config: data.crop_size ({cfg.data.crop_size}) exceeds data.short_side "
                         f"({cfg.data.short_side})")
+    if cfg.train.checkpoint_steps < 0:
+        raise UserError("config: train.checkpoint_steps must be 0 (off) or positive")
+    if not 0.0 <= cfg.train.max_bad_fraction <= 1.0:
+        raise UserError("config: train.max_bad_fraction must be in [0, 1]")
     if not 0.0 <= cfg.model.dropout < 1.0:
         raise UserError("config: model.dropout must be in [0, 1)")
 

@@ -73,15 +73,20 @@ def clip_sample(clip: str | Path, template: str) -> tuple[Sample, str]:
 
 def predict(predictor: Predictor, clips: list[str], topk: int = 5, labels: list[str] | None = None,
             progress: ProgressFn = no_progress) -> list[dict]:
-    """One ``{"clip", "topk": [{"label", "index", "prob"}, ...]}`` per clip, most likely class first."""
+    """One ``{"clip", "topk": [{"label", "index", "prob"}, ...]}`` per clip, most likely class first.
+
+    A clip that cannot be read gets ``{"clip", "error": "<one line naming the file>", "topk": []}`` and
+    the other clips are still classified.
+    """
     names = labels or predictor.class_names
     results = []
     for done, clip in enumerate(clips, start=1):
-        sample, fmt = clip_sample(clip, predictor.settings.image_template)
-        settings = ClipSettings(fmt, predictor.settings.num_seg, predictor.settings.short_side,
-                                predictor.settings.crop_size, crop=predictor.settings.crop,
-                                image_template=predictor.settings.image_template)
-        views = load_clip(sample, settings, np.random.default_rng(0))
+        try:
+            views = load_views(predictor, clip)
+        except UserError as exc:
+            results.append({"clip": str(clip), "error": str(exc), "topk": []})
+            progress("predict", done, len(clips), "")
+            continue
         logits = predictor.run(views[None])[0]
         results.append({"clip": str(clip), "topk": topk_entries(logits, names, topk)})
         progress("predict", done, len(clips), "")
@@ -142,3 +147,12 @@ def write_predictions_csv(rows: list[dict], path: str | Path, key_columns: tuple
         for row in rows:
             writer.writerow([*(row[c] for c in key_columns),
                              *(v for e in row["topk"] for v in (e["label"], e["index"], f"{e['prob']:.6f}"))])
+
+
+def load_views(predictor: Predictor, clip: str | Path) -> torch.Tensor:
+    """The test-protocol views ``[V, 3, H, W]`` of a video file or frame folder."""
+    sample, fmt = clip_sample(clip, predictor.settings.image_template)
+    settings = ClipSettings(fmt, predictor.settings.num_seg, predictor.settings.short_side,
+                            predictor.settings.crop_size, crop=predictor.settings.crop,
+                            image_template=predictor.settings.image_template)
+    return load_clip(sample, settings, np.random.default_rng(0))

@@ -2,6 +2,8 @@
 
 Map-style with ``__len__`` so distributed samplers stay simple. Item ``i`` of epoch ``e`` is
 deterministic given the seed: the sampler and the random crops draw from ``sample_rng(seed, e, i)``.
+A clip that cannot be read comes back as a ``BadClip`` naming it, and ``collate_clips`` drops it from
+the batch: the loops count and report bad clips, and never replace one by another clip.
 """
 
 from __future__ import annotations
@@ -11,12 +13,13 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, default_collate
 
 from tsnctl.data.decode import read_frame_folder, read_video
 from tsnctl.data.lists import Sample
 from tsnctl.data.presets import eval_preset, train_preset
 from tsnctl.data.sampling import eval_indices, sample_rng, train_indices
+from tsnctl.errors import UserError
 
 
 @dataclass(frozen=True)
@@ -33,8 +36,18 @@ class ClipSettings:
     seed: int = 0
 
 
+@dataclass(frozen=True)
+class BadClip:
+    """Stands in for a clip that could not be read, so the loop can count and report it."""
+
+    index: int  # position in the list
+    name: str  # the path as written in the list
+    reason: str  # one line naming the file
+
+
 class ClipDataset(Dataset):
-    """Yields ``(clip, label)``: ``clip`` is float32 ``[T', 3, crop, crop]``, ``label`` an int."""
+    """Yields ``(clip, label)``: ``clip`` is float32 ``[T', 3, crop, crop]``, ``label`` an int; or a
+    ``BadClip`` when the clip cannot be read."""
 
     def __init__(self, samples: list[Sample], settings: ClipSettings) -> None:
         self.samples = samples
@@ -47,9 +60,23 @@ class ClipDataset(Dataset):
     def __len__(self) -> int:
         return len(self.samples)
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int] | BadClip:
         sample = self.samples[index]
-        return load_clip(sample, self.settings, sample_rng(self.settings.seed, self.epoch, index)), sample.label
+        try:
+            clip = load_clip(sample, self.settings, sample_rng(self.settings.seed, self.epoch, index))
+        except UserError as exc:
+            return BadClip(index, sample.name, str(exc))
+        return clip, sample.label
+
+
+def collate_clips(items: list[tuple[torch.Tensor, int] | BadClip]) -> tuple[torch.Tensor, torch.Tensor, list[BadClip]]:
+    """Stack the readable clips into ``[B, T', 3, c, c]`` and labels ``[B]``; B is 0 when all are bad."""
+    bad = [item for item in items if isinstance(item, BadClip)]
+    good = [item for item in items if not isinstance(item, BadClip)]
+    if not good:
+        return torch.empty(0), torch.empty(0, dtype=torch.long), bad
+    clips, labels = default_collate(good)
+    return clips, labels, bad
 
 
 def load_clip(sample: Sample, settings: ClipSettings, rng: np.random.Generator) -> torch.Tensor:

@@ -1,19 +1,25 @@
-"""Evaluation: collect clip-level logits, score them, and the ``test`` protocol around it."""
+"""Evaluation: collect clip-level logits, score them, and the ``test`` protocol around it.
+
+A clip that cannot be read is excluded and listed, never replaced by another clip (the reference
+silently substitutes a random other video, even at test time); the metrics say over how many videos
+they were computed.
+"""
 
 from __future__ import annotations
 
 import csv
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
 from tsnctl.config import Config
-from tsnctl.data.dataset import ClipSettings
+from tsnctl.data.dataset import BadClip, ClipSettings
 from tsnctl.data.presets import VIEWS_PER_FRAME
 from tsnctl.engine.loaders import clip_loader, read_split, resolve_device
 from tsnctl.engine.metrics import accuracy, mean_class_accuracy
+from tsnctl.errors import UserError
 from tsnctl.progress import ProgressFn, no_progress
 
 log = logging.getLogger("tsnctl")
@@ -21,16 +27,21 @@ log = logging.getLogger("tsnctl")
 
 @torch.no_grad()
 def evaluate(model: torch.nn.Module, loader, device: torch.device, progress: ProgressFn = no_progress,
-             task: str = "evaluate") -> tuple[torch.Tensor, torch.Tensor]:
-    """Logits ``[N, C]`` (float32, CPU) and labels ``[N]`` for every clip of ``loader``, in order."""
+             task: str = "evaluate") -> tuple[torch.Tensor, torch.Tensor, list[BadClip]]:
+    """Logits ``[N, C]`` (float32, CPU) and labels ``[N]`` for every readable clip of ``loader``, in
+    order, and the clips that could not be read (N is the number of readable ones)."""
     model.eval()
-    all_logits, all_labels = [], []
+    all_logits, all_labels, all_bad = [], [], []
     total = len(loader)
-    for step, (clips, labels) in enumerate(loader, start=1):
-        all_logits.append(model(clips.to(device, non_blocking=True)).float().cpu())
-        all_labels.append(labels)
-        progress(task, step, total, "")
-    return torch.cat(all_logits), torch.cat(all_labels)
+    for step, (clips, labels, bad) in enumerate(loader, start=1):
+        all_bad.extend(bad)
+        if len(labels):
+            all_logits.append(model(clips.to(device, non_blocking=True)).float().cpu())
+            all_labels.append(labels)
+        progress(task, step, total, f"{len(all_bad)} unreadable" if all_bad else "")
+    if not all_logits:
+        return torch.empty(0, 0), torch.empty(0, dtype=torch.long), all_bad
+    return torch.cat(all_logits), torch.cat(all_labels), all_bad
 
 
 @dataclass
@@ -38,11 +49,16 @@ class TestResult:
     top1: float
     top5: float
     mean_class: float
-    num_videos: int
+    num_videos: int  # videos the metrics were computed over (the readable ones)
     protocol: str  # e.g. "25 segments x 10 crops (TenCrop) = 250 views"
     logits: torch.Tensor
     labels: torch.Tensor
     names: list[str]
+    excluded: list[BadClip] = field(default_factory=list)  # unreadable videos, left out of every metric
+
+    @property
+    def num_listed(self) -> int:
+        return self.num_videos + len(self.excluded)
 
 
 def run_test(model: torch.nn.Module, cfg: Config, list_file: str = "", save_scores: str | Path | None = None,
@@ -53,14 +69,20 @@ def run_test(model: torch.nn.Module, cfg: Config, list_file: str = "", save_scor
     settings = ClipSettings(cfg.data.format, cfg.test.num_seg, cfg.data.short_side, cfg.data.crop_size,
                             crop=cfg.test.crop, image_template=cfg.data.image_template)
     loader = clip_loader(samples, settings, cfg.test.batch_size, cfg.data.num_workers)
-    logits, labels = evaluate(model.to(device), loader, device, progress, "test")
+    logits, labels, bad = evaluate(model.to(device), loader, device, progress, "test")
+    for clip in bad:
+        log.warning("excluded from the test: %s", clip.reason)
+    if not len(labels):
+        raise UserError(f"{list_file or cfg.data.test_list}: none of its {len(samples)} videos could be read",
+                        exit_code=1)
+    excluded = {clip.index for clip in bad}
+    kept = [s.name for i, s in enumerate(samples) if i not in excluded]
     crops = VIEWS_PER_FRAME[cfg.test.crop]
     crop_name = {"ten": "TenCrop", "three": "ThreeCrop", "center": "CenterCrop"}[cfg.test.crop]
     protocol = (f"{cfg.test.num_seg} segments x {crops} crop{'s' if crops > 1 else ''} ({crop_name}) = "
                 f"{cfg.test.num_seg * crops} views per video")
     result = TestResult(accuracy(logits, labels, 1), accuracy(logits, labels, 5),
-                        mean_class_accuracy(logits, labels), len(samples), protocol, logits, labels,
-                        [s.name for s in samples])
+                        mean_class_accuracy(logits, labels), len(kept), protocol, logits, labels, kept, bad)
     if save_scores:
         write_scores(save_scores, result)
     return result

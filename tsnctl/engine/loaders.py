@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import torch
-from torch.utils.data import DataLoader, RandomSampler, SequentialSampler
+from torch.utils.data import DataLoader, Sampler, SequentialSampler
 
 from tsnctl.config import Config
-from tsnctl.data.dataset import ClipDataset, ClipSettings, worker_init
+from tsnctl.data.dataset import ClipDataset, ClipSettings, collate_clips, worker_init
 from tsnctl.data.lists import Sample, read_labels, read_list
 from tsnctl.errors import UserError
 
@@ -46,10 +46,16 @@ def read_split(cfg: Config, list_file: str, split: str) -> list[Sample]:
 
 
 def clip_loader(samples: list[Sample], settings: ClipSettings, batch_size: int, num_workers: int,
-                shuffle: bool = False, generator: torch.Generator | None = None) -> DataLoader:
-    """A DataLoader over clips. Training shuffles and drops the last incomplete batch, as the reference;
-    evaluation keeps every clip exactly once, in list order."""
+                sampler: Sampler[int] | None = None) -> DataLoader:
+    """A DataLoader of ``(clips, labels, bad_clips)`` batches (see ``collate_clips``).
+
+    Training passes its shuffling sampler and drops the last incomplete batch, as the reference;
+    evaluation keeps every clip exactly once, in list order.
+    """
     dataset = ClipDataset(samples, settings)
-    sampler = RandomSampler(dataset, generator=generator) if shuffle else SequentialSampler(dataset)
-    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers,
-                      drop_last=shuffle, pin_memory=torch.cuda.is_available(), worker_init_fn=worker_init)
+    training = sampler is not None
+    # The loader's own generator (only used to seed workers) keeps it from drawing on the global torch
+    # RNG at each epoch, which would make a resumed run's dropout differ from an uninterrupted one.
+    return DataLoader(dataset, batch_size=batch_size, sampler=sampler or SequentialSampler(dataset),
+                      num_workers=num_workers, drop_last=training, pin_memory=torch.cuda.is_available(),
+                      worker_init_fn=worker_init, collate_fn=collate_clips, generator=torch.Generator())

@@ -2,9 +2,11 @@
 
 SGD (momentum 0.9, weight decay on every parameter), gradients clipped to a global norm before the
 step, learning rate multiplied by ``lr_gamma`` after each epoch in ``lr_steps``. Writes ``last.pt`` every
-epoch, ``best.pt`` when validation improves top-1, ``epoch_N.pt`` every ``save_interval`` epochs, and
-``metrics.csv`` and the resolved ``config.yaml`` in the output folder (``steps.csv``, ``curves.png`` and
-TensorBoard events come from ``runlog``).
+epoch and every ``checkpoint_steps`` steps, ``best.pt`` when validation improves top-1, ``epoch_N.pt``
+every ``save_interval`` epochs, ``metrics.csv``, ``bad_samples.csv`` and the resolved ``config.yaml`` in
+the output folder (``steps.csv``, ``curves.png`` and TensorBoard events come from ``runlog``). Resuming
+restores weights, optimiser, schedule, RNGs and the position in the epoch's data order, so an
+interrupted run ends with the weights an uninterrupted one would have.
 """
 
 from __future__ import annotations
@@ -12,7 +14,8 @@ from __future__ import annotations
 import csv
 import logging
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -24,7 +27,9 @@ from tsnctl.engine.checkpoint import load_checkpoint, save_checkpoint
 from tsnctl.engine.evaluate import evaluate
 from tsnctl.engine.loaders import class_names, clip_loader, read_split, resolve_device
 from tsnctl.engine.metrics import accuracy
+from tsnctl.engine.resume import EpochSampler, newest_checkpoint, restore_rng, rng_state, trim_metrics
 from tsnctl.engine.runlog import IntervalStats, RunLog
+from tsnctl.engine.safety import BadSampleLog, StopRequest, check_loss
 from tsnctl.errors import UserError
 from tsnctl.models.tsn import TSN, build_model
 from tsnctl.progress import ProgressFn, no_progress
@@ -43,6 +48,14 @@ class EpochStats:
 
 
 @dataclass
+class EpochPosition:
+    """Where a run is inside an epoch: steps done and the running sums behind the epoch's means."""
+
+    step: int = 0
+    sums: dict[str, float] = field(default_factory=lambda: {"loss": 0.0, "top1": 0.0, "top5": 0.0, "counted": 0})
+
+
+@dataclass
 class TrainResult:
     output_dir: Path
     epochs_run: int
@@ -50,9 +63,12 @@ class TrainResult:
     last_val_top1: float | None
 
 
-def train(cfg: Config, output_dir: str | Path, validate: bool = False, resume: bool = False,
+def train(cfg: Config, output_dir: str | Path, validate: bool = False, resume: bool | str | Path = False,
           progress: ProgressFn = no_progress) -> TrainResult:
-    """Train a TSN as configured; returns where it wrote and the validation results."""
+    """Train a TSN as configured; returns where it wrote and the validation results.
+
+    ``resume``: True continues from the newest checkpoint in ``output_dir``, a path from that file.
+    """
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     device = resolve_device(cfg.train.device)
@@ -63,12 +79,12 @@ def train(cfg: Config, output_dir: str | Path, validate: bool = False, resume: b
     if len(train_samples) < cfg.train.batch_size:
         raise UserError(f"{cfg.data.train_list}: {len(train_samples)} clips, fewer than one batch "
                         f"(train.batch_size={cfg.train.batch_size})")
-    shuffle_rng = torch.Generator()
+    sampler = EpochSampler(len(train_samples), cfg.train.seed)
     train_loader = clip_loader(
         train_samples,
         ClipSettings(cfg.data.format, cfg.train.num_seg, cfg.data.short_side, cfg.data.crop_size, mode="train",
                      image_template=cfg.data.image_template, seed=cfg.train.seed),
-        cfg.train.batch_size, cfg.data.num_workers, shuffle=True, generator=shuffle_rng)
+        cfg.train.batch_size, cfg.data.num_workers, sampler=sampler)
     val_loader = None
     if validate:
         val_samples = read_split(cfg, cfg.data.val_list, "val")
@@ -83,95 +99,157 @@ def train(cfg: Config, output_dir: str | Path, validate: bool = False, resume: b
                                 weight_decay=cfg.train.weight_decay)
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=cfg.train.lr_steps,
                                                      gamma=cfg.train.lr_gamma)
-    start_epoch, best_top1 = 0, None
+    start_epoch, best_top1, global_step, position = 0, None, 0, EpochPosition()
     if resume:
-        start_epoch, best_top1 = _resume(output_dir / "last.pt", model, optimizer, scheduler)
-        log.info("resumed from %s after epoch %d", output_dir / "last.pt", start_epoch)
+        path = newest_checkpoint(output_dir) if resume is True else Path(resume)
+        start_epoch, best_top1, global_step, position = _resume(path, model, optimizer, scheduler)
+        trim_metrics(output_dir / "metrics.csv", start_epoch)
+        log.info("resumed from %s at epoch %d, step %d", path, start_epoch + 1, position.step)
     save_config(cfg, output_dir / "config.yaml")
     run_log = RunLog(output_dir)
+    bad_log = BadSampleLog(output_dir / "bad_samples.csv", len(train_samples), cfg.train.max_bad_fraction,
+                           resume=bool(resume))
+
+    def state(epoch: int, pos: EpochPosition) -> dict:
+        """Everything a resume needs; ``epoch`` counts completed epochs, ``step`` the steps into the next."""
+        return {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(), "epoch": epoch, "step": pos.step, "global_step": global_step,
+                "epoch_sums": dict(pos.sums), "rng": rng_state(), "config": cfg.to_dict(), "class_names": names,
+                "best_top1": best_top1}
+
+    def after_step(epoch: int, pos: EpochPosition) -> None:
+        nonlocal global_step
+        global_step += 1
+        every = cfg.train.checkpoint_steps
+        if stop.requested or (every and global_step % every == 0):
+            save_checkpoint(output_dir / "last.pt", state(epoch, pos))
+            log.debug("saved last.pt at epoch %d step %d", epoch + 1, pos.step)
+        _stop_if_requested(stop, output_dir, epoch, pos.step)
 
     last_val_top1 = None
-    for epoch in range(start_epoch, cfg.train.epochs):
-        train_loader.dataset.set_epoch(epoch)
-        shuffle_rng.manual_seed(cfg.train.seed * 100_003 + epoch)  # the same order on resume
-        stats = train_one_epoch(model, train_loader, optimizer, device, epoch, cfg, progress, run_log)
-        scheduler.step()
-        log.info("epoch %d/%d train: loss %.4f top1 %.2f top5 %.2f lr %.5f (data %.1fs, step %.1fs)",
-                 epoch + 1, cfg.train.epochs, stats.loss, stats.top1, stats.top5, stats.lr,
-                 stats.data_time, stats.step_time)
-        _append_metrics(output_dir / "metrics.csv", epoch + 1, "train", stats.loss, stats.top1, stats.top5, stats.lr)
-        improved = False
-        if val_loader is not None:
-            logits, labels = evaluate(model, val_loader, device, progress, f"valid {epoch + 1}")
-            val_loss = nn.functional.cross_entropy(logits, labels).item()
-            last_val_top1 = accuracy(logits, labels, 1)
-            val_top5 = accuracy(logits, labels, 5)
-            improved = best_top1 is None or last_val_top1 > best_top1
-            best_top1 = last_val_top1 if improved else best_top1
-            log.info("epoch %d/%d valid: loss %.4f top1 %.2f top5 %.2f (best %.2f)", epoch + 1,
-                     cfg.train.epochs, val_loss, last_val_top1, val_top5, best_top1)
-            _append_metrics(output_dir / "metrics.csv", epoch + 1, "valid", val_loss, last_val_top1, val_top5,
-                            stats.lr)
-        state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                 "scheduler": scheduler.state_dict(), "epoch": epoch + 1, "config": cfg.to_dict(),
-                 "class_names": names, "best_top1": best_top1}
-        save_checkpoint(output_dir / "last.pt", state)
-        if improved:
-            save_checkpoint(output_dir / "best.pt", state)
-        if cfg.train.save_interval > 0 and (epoch + 1) % cfg.train.save_interval == 0:
-            save_checkpoint(output_dir / f"epoch_{epoch + 1}.pt", state)
-        run_log.end_epoch(epoch + 1)
+    with StopRequest() as stop:
+        for epoch in range(start_epoch, cfg.train.epochs):
+            train_loader.dataset.set_epoch(epoch)
+            sampler.set_epoch(epoch, start=position.step * cfg.train.batch_size)
+            stats = train_one_epoch(model, train_loader, optimizer, device, epoch, cfg, progress, run_log,
+                                    position,
+                                    lambda pos, epoch=epoch: after_step(epoch, pos), bad_log)
+            scheduler.step()
+            position = EpochPosition()
+            best_top1, last_val_top1, improved = _end_epoch(epoch, stats, model, val_loader, device, cfg,
+                                                            output_dir, best_top1, bad_log, progress)
+            st = state(epoch + 1, position)
+            save_checkpoint(output_dir / "last.pt", st)
+            if improved:
+                save_checkpoint(output_dir / "best.pt", st)
+            if cfg.train.save_interval > 0 and (epoch + 1) % cfg.train.save_interval == 0:
+                save_checkpoint(output_dir / f"epoch_{epoch + 1}.pt", st)
+            run_log.end_epoch(epoch + 1)
+            _stop_if_requested(stop, output_dir, epoch + 1, 0)
     run_log.close()
     return TrainResult(output_dir, cfg.train.epochs - start_epoch, best_top1, last_val_top1)
 
 
+def _end_epoch(epoch: int, stats: EpochStats, model: TSN, val_loader, device: torch.device, cfg: Config,
+               output_dir: Path, best_top1: float | None, bad_log: BadSampleLog,
+               progress: ProgressFn) -> tuple[float | None, float | None, bool]:
+    """Log the epoch and validate; returns (best top-1, this epoch's top-1, improved)."""
+    log.info("epoch %d/%d train: loss %.4f top1 %.2f top5 %.2f lr %.5f (data %.1fs, step %.1fs)",
+             epoch + 1, cfg.train.epochs, stats.loss, stats.top1, stats.top5, stats.lr,
+             stats.data_time, stats.step_time)
+    _append_metrics(output_dir / "metrics.csv", epoch + 1, "train", stats.loss, stats.top1, stats.top5, stats.lr)
+    if val_loader is None:
+        return best_top1, None, False
+    logits, labels, bad = evaluate(model, val_loader, device, progress, f"valid {epoch + 1}")
+    bad_log.record("val", epoch, bad)
+    if not len(labels):
+        raise UserError(f"{cfg.data.val_list}: no validation clip could be read (see {bad_log.path})", exit_code=1)
+    val_loss = nn.functional.cross_entropy(logits, labels).item()
+    top1, top5 = accuracy(logits, labels, 1), accuracy(logits, labels, 5)
+    improved = best_top1 is None or top1 > best_top1
+    best_top1 = top1 if improved else best_top1
+    log.info("epoch %d/%d valid: loss %.4f top1 %.2f top5 %.2f (best %.2f)", epoch + 1,
+             cfg.train.epochs, val_loss, top1, top5, best_top1)
+    _append_metrics(output_dir / "metrics.csv", epoch + 1, "valid", val_loss, top1, top5, stats.lr)
+    return best_top1, top1, improved
+
+
 def train_one_epoch(model: TSN, loader, optimizer: torch.optim.Optimizer, device: torch.device, epoch: int,
-                    cfg: Config, progress: ProgressFn = no_progress, run_log: RunLog | None = None) -> EpochStats:
-    """One pass over the training loader; returns the epoch's mean loss and accuracies."""
+                    cfg: Config, progress: ProgressFn = no_progress, run_log: RunLog | None = None,
+                    position: EpochPosition | None = None,
+                    after_step: Callable[[EpochPosition], None] | None = None,
+                    bad_log: BadSampleLog | None = None) -> EpochStats:
+    """One pass over the training loader; returns the epoch's mean loss and accuracies.
+
+    ``position`` carries the steps already done (a resumed epoch: the loader starts after them) and
+    their sums; ``after_step`` runs after every step (checkpoints, stop signals). Unreadable clips
+    are left out of their batch and recorded in ``bad_log``.
+    """
     model.train()
-    total = len(loader)
-    sums = {"loss": 0.0, "top1": 0.0, "top5": 0.0}
+    pos = position or EpochPosition()
+    sums = pos.sums
+    total = pos.step + len(loader)
     data_time = step_time = 0.0
     lr = optimizer.param_groups[0]["lr"]
     tick = time.perf_counter()
-    for step, (clips, labels) in enumerate(loader, start=1):
-        clips, labels = clips.to(device, non_blocking=True), labels.to(device, non_blocking=True)
+    for step, (clips, labels, bad) in enumerate(loader, start=pos.step + 1):
+        if bad and bad_log is not None:
+            bad_log.record("train", epoch, bad)
         started = time.perf_counter()
         data_time += started - tick
-        logits = model(clips)
-        loss = nn.functional.cross_entropy(logits, labels)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if cfg.train.clip_grad_norm > 0:
-            # Clip first; SGD adds weight decay to the clipped gradient (the reference's order).
-            nn.utils.clip_grad_norm_(model.parameters(), cfg.train.clip_grad_norm)
-        optimizer.step()
+        if len(labels):  # a batch whose clips are all bad is skipped, not refilled
+            clips, labels = clips.to(device, non_blocking=True), labels.to(device, non_blocking=True)
+            logits = model(clips)
+            loss = nn.functional.cross_entropy(logits, labels)
+            check_loss(loss.item(), epoch, step, total)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.train.clip_grad_norm > 0:
+                # Clip first; SGD adds weight decay to the clipped gradient (the reference's order).
+                nn.utils.clip_grad_norm_(model.parameters(), cfg.train.clip_grad_norm)
+            optimizer.step()
+            sums["loss"] += loss.item()
+            sums["top1"] += accuracy(logits.detach(), labels, 1)
+            sums["top5"] += accuracy(logits.detach(), labels, 5)
+            sums["counted"] += 1
         tick = time.perf_counter()
         step_time += tick - started
-        sums["loss"] += loss.item()
-        sums["top1"] += accuracy(logits.detach(), labels, 1)
-        sums["top5"] += accuracy(logits.detach(), labels, 5)
-        status = (f"loss {sums['loss'] / step:.3f} top1 {sums['top1'] / step:.1f} lr {lr:.4g} "
+        pos.step = step
+        counted = max(sums["counted"], 1)
+        status = (f"loss {sums['loss'] / counted:.3f} top1 {sums['top1'] / counted:.1f} lr {lr:.4g} "
                   f"data/step {data_time:.1f}s/{step_time:.1f}s")
         progress(f"train {epoch + 1}/{cfg.train.epochs}", step, total, status)
         if step % cfg.train.log_interval == 0:
             log.info("epoch %d step %d/%d: loss %.4f top1 %.2f top5 %.2f lr %.5f", epoch + 1, step, total,
-                     sums["loss"] / step, sums["top1"] / step, sums["top5"] / step, lr)
+                     sums["loss"] / counted, sums["top1"] / counted, sums["top5"] / counted, lr)
             if run_log is not None:
-                run_log.interval(IntervalStats(epoch + 1, step, total, sums["loss"] / step, sums["top1"] / step,
-                                               sums["top5"] / step, lr, data_time, step_time))
-    if not torch.isfinite(torch.tensor(sums["loss"])):
-        raise UserError(f"training diverged in epoch {epoch + 1} (loss is not finite); lower train.lr",
-                        exit_code=1)
-    return EpochStats(sums["loss"] / total, sums["top1"] / total, sums["top5"] / total, lr, data_time, step_time)
+                run_log.interval(IntervalStats(epoch + 1, step, total, sums["loss"] / counted,
+                                               sums["top1"] / counted, sums["top5"] / counted, lr, data_time,
+                                               step_time))
+        if after_step is not None:
+            after_step(pos)
+    counted = max(sums["counted"], 1)
+    return EpochStats(sums["loss"] / counted, sums["top1"] / counted, sums["top5"] / counted, lr, data_time,
+                      step_time)
 
 
-def _resume(path: Path, model: TSN, optimizer, scheduler) -> tuple[int, float | None]:
+def _resume(path: Path, model: TSN, optimizer, scheduler) -> tuple[int, float | None, int, EpochPosition]:
+    """Load a checkpoint into the run; returns (epochs done, best top-1, global step, position in the epoch)."""
     state = load_checkpoint(path)
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
-    return int(state["epoch"]), state.get("best_top1")
+    if "rng" in state:
+        restore_rng(state["rng"])
+    position = EpochPosition(int(state.get("step", 0)), dict(state.get("epoch_sums") or EpochPosition().sums))
+    return int(state["epoch"]), state.get("best_top1"), int(state.get("global_step", 0)), position
+
+
+def _stop_if_requested(stop: StopRequest, output_dir: Path, epoch: int, step: int) -> None:
+    if stop.requested:
+        where = f"epoch {epoch + 1}, step {step}" if step else f"the end of epoch {epoch}"
+        raise UserError(f"stopped by {stop.signal_name} at {where}; saved {output_dir / 'last.pt'}; continue "
+                        "with 'tsnctl train ... --resume'", exit_code=stop.exit_code)
 
 
 def _append_metrics(path: Path, epoch: int, split: str, loss: float, top1: float, top5: float, lr: float) -> None:
