@@ -397,6 +397,55 @@ def predict(
                         f"{' (see their error entries)' if as_json else ' (listed above)'}", exit_code=1)
 
 
+@app.command()
+@cli_errors
+def check(
+    list_file: Annotated[Path, typer.Argument(help="A frame list '<dir> <frames> <label>' or video list "
+                                                   "'<path> <label>'.")],
+    config: ConfigOpt = None,
+    override: OverrideOpt = None,
+    fmt: Annotated[str | None, typer.Option("--format", help="frames or video (default: data.format).")] = None,
+    root: Annotated[Path | None, typer.Option(help="Root of the list's paths (default: data.root, else the "
+                                                   "list's folder).")] = None,
+    report: Annotated[Path | None, typer.Option(help="CSV with one row per line: line, path, label, frames, "
+                                                     "status, reason (default: ./<list name>_check.csv).")] = None,
+    min_frames: Annotated[int | None, typer.Option(help="Clips with fewer frames are too short (default: "
+                                                        "train.num_seg).")] = None,
+    workers: Annotated[int, typer.Option(help="Clips checked in parallel.")] = min(4, os.cpu_count() or 1),
+) -> None:
+    """Validate a list before training: lines, labels, duplicates, missing or unreadable clips, class counts.
+
+    Exits 1 when any line has a problem (all are in the report CSV), 0 when every clip is usable.
+    """
+    from tsnctl.check import check_list
+
+    cfg = _config(config, override)
+    fmt = fmt or cfg.data.format
+    if fmt not in ("frames", "video"):
+        raise UserError(f"--format is {fmt!r}; choose one of frames, video")
+    with rich_progress() as progress:
+        result = check_list(list_file, fmt, root or cfg.data.root, cfg.model.num_classes, cfg.data.image_template,
+                            min_frames if min_frames is not None else cfg.train.num_seg, cfg.test.num_seg,
+                            workers, progress)
+    report = report or Path(f"{list_file.stem}_check.csv")
+    result.write_csv(report)
+    counts = ", ".join(f"{label}: {n}" for label, n in sorted(result.class_counts.items()))
+    out_console.print(f"{len(result.rows)} lines, {len(result.rows) - len(result.problems)} usable clips in "
+                      f"{len(result.class_counts)} classes ({counts}); report {report}", soft_wrap=True,
+                      highlight=False)
+    if result.empty_classes:
+        shown = ", ".join(map(str, result.empty_classes[:20]))
+        more = " ..." if len(result.empty_classes) > 20 else ""
+        err_console.print(f"[yellow]warning:[/] {len(result.empty_classes)} of {cfg.model.num_classes} classes "
+                          f"have no usable clip: {shown}{more}", highlight=False, soft_wrap=True)
+    for row in result.problems[:20]:
+        err_console.print(f"[red]{row.status}:[/] {row.reason}", highlight=False, soft_wrap=True)
+    if result.problems:
+        more = f" (first 20 above, all in {report})" if len(result.problems) > 20 else f" (listed in {report})"
+        raise UserError(f"{list_file}: {len(result.problems)} of {len(result.rows)} lines have problems{more}",
+                        exit_code=1)
+
+
 def _print_predictions(results: list[dict]) -> None:
     """A top-k table per clip; a red line for a clip that could not be read."""
     for result in results:
