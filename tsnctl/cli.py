@@ -181,7 +181,7 @@ def extract_frames(
         out_console.print(f"class names (from folder names) -> {summary.label_file}")
     if summary.failed:
         for _video, reason in summary.failed:
-            err_console.print(f"[red]failed:[/] {reason}", highlight=False)
+            err_console.print(f"[red]failed:[/] {reason}", highlight=False, soft_wrap=True)
         raise UserError(f"{len(summary.failed)} of {len(summary.failed) + summary.videos} videos could not be "
                         "extracted (listed above); they are not in the frame list", exit_code=1)
 
@@ -430,6 +430,10 @@ def check(
     report = report or Path(f"{list_file.stem}_check.csv")
     result.write_csv(report)
     counts = ", ".join(f"{label}: {n}" for label, n in sorted(result.class_counts.items()))
+    if len(result.class_counts) > 20:
+        (small, fewest), (large, most) = min(result.class_counts.items(), key=lambda kv: kv[1]), \
+            max(result.class_counts.items(), key=lambda kv: kv[1])
+        counts = f"clips per class from {fewest} (class {small}) to {most} (class {large})"
     out_console.print(f"{len(result.rows)} lines, {len(result.rows) - len(result.problems)} usable clips in "
                       f"{len(result.class_counts)} classes ({counts}); report {report}", soft_wrap=True,
                       highlight=False)
