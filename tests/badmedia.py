@@ -13,7 +13,7 @@ import av
 import cv2
 import numpy as np
 
-from tests.conftest import write_frames, write_video
+from conftest import write_frames, write_video
 
 
 def _frames(num: int, height: int, width: int) -> list[np.ndarray]:
@@ -80,7 +80,7 @@ def truncate(path: Path, keep: float = 0.5) -> Path:
 # name -> (writer(folder) -> path, expected: "ok" or a fragment of the one-line reason)
 def media_cases() -> dict:
     return {
-        "empty": (lambda d: _touch(d / "empty.mp4"), "not a readable video"),
+        "empty": (lambda d: _touch(d / "empty.mp4"), "empty file"),
         "not_video": (lambda d: _text(d / "notes.mp4"), "not a readable video"),
         "truncated_mp4": (lambda d: truncate(write_video(d / "trunc.mp4", 8)), "not a readable video"),
         "truncated_mkv": (lambda d: truncate(write_av(d / "trunc.mkv", "mpeg4", 12), 0.6), "ok"),
@@ -117,5 +117,5 @@ def frame_folder_cases(root: Path) -> dict:
     missing = write_frames(root / "missing", 6)
     (missing / "img_00003.jpg").unlink()
     corrupt = write_frames(root / "corrupt", 6)
-    (corrupt / "img_00004.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
-    return {"good": (good, "ok"), "missing": (missing, "img_00003.jpg"), "corrupt": (corrupt, "img_00004.jpg")}
+    (corrupt / "img_00002.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
+    return {"good": (good, "ok"), "missing": (missing, "img_00003.jpg"), "corrupt": (corrupt, "img_00002.jpg")}

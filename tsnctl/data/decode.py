@@ -48,13 +48,17 @@ def read_image(path: Path) -> np.ndarray:
 
 
 def count_folder_frames(folder: Path, template: str = "img_{:05d}.jpg") -> int:
-    """Number of frames in a frame folder (files matching the template)."""
+    """Number of frames in a frame folder; their numbering must have no gap (a missing frame is an error)."""
     if not folder.is_dir():
         raise UserError(f"{folder}: frame folder not found")
-    count = len(list(folder.glob(re.sub(r"\{[^}]*\}", "*", template))))
-    if count == 0:
+    names = {p.name for p in folder.glob(re.sub(r"\{[^}]*\}", "*", template))}
+    if not names:
         raise UserError(f"{folder}: no frames named like {template.format(1)}")
-    return count
+    for index in range(1, len(names) + 1):
+        if template.format(index) not in names:
+            raise UserError(f"{folder / template.format(index)}: frame file not found (the folder's "
+                            f"{len(names)} frames are not numbered 1..{len(names)})")
+    return len(names)
 
 
 def read_video(path: Path, index_fn: IndexFn) -> np.ndarray:
