@@ -12,7 +12,6 @@ from pathlib import Path
 import av
 import cv2
 import numpy as np
-
 from conftest import write_frames, write_video
 
 

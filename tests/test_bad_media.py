@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from typer.testing import CliRunner
-
 from badmedia import frame_folder_cases, media_cases
 from conftest import write_frames, write_video
+from typer.testing import CliRunner
+
 from tsnctl.cli import app
 from tsnctl.config import Config
 from tsnctl.data.dataset import BadClip, ClipDataset, ClipSettings, collate_clips
@@ -147,7 +147,8 @@ def test_check_video_list(media, tmp_path):
             assert status == "unreadable", (path.name, status)
     assert by_name["one.mp4"]["status"] == by_name["two.mp4"]["status"] == "too_short"
     n = len(names)
-    assert rows[n + 1]["status"] == "duplicate" and f"repeats line {names.index('clip.avi') + 1}" in rows[n + 1]["reason"]
+    first = names.index("clip.avi") + 1
+    assert rows[n + 1]["status"] == "duplicate" and f"repeats line {first}" in rows[n + 1]["reason"]
     assert rows[n + 2]["status"] == "missing" and "not_there.mp4" in rows[n + 2]["reason"]
     assert rows[n + 3]["status"] == "bad_line" and "label 7 is out of range" in rows[n + 3]["reason"]
     problems = sum(r["status"] != "ok" for r in rows.values())
@@ -207,3 +208,26 @@ def test_test_excludes_bad_videos_and_never_substitutes(checkpoint, tmp_path):
     m = json.loads(metrics.read_text())
     assert m["videos"] == 4 and m["listed"] == 5 and m["excluded"][0]["path"] == "broken.mp4"
     assert run(*args, "--allow-missing").exit_code == 0
+
+
+def test_training_skips_counts_and_lists_bad_clips(tmp_path):
+    lines = []
+    for i in range(8):
+        write_frames(tmp_path / f"c{i}", 4, seed=i)
+        lines.append(f"c{i} 4 {i % 2}\n")
+    (tmp_path / "c5" / "img_00002.jpg").write_bytes(b"garbage")
+    (tmp_path / "train.txt").write_text("".join(lines))
+    overrides = [f"data.train_list={tmp_path / 'train.txt'}", "data.short_side=40", "data.crop_size=32",
+                 "data.num_workers=0", "model.backbone=resnet18", "model.num_classes=2", "train.num_seg=4",
+                 "train.batch_size=4", "train.epochs=1"]
+    args = ["train", *[x for o in overrides for x in ("-o", o)]]
+    result = run(*args, "--output", tmp_path / "run", "--max-bad-fraction", 0.2)
+    assert result.exit_code == 0, result.output
+    rows = list(csv.DictReader(open(tmp_path / "run" / "bad_samples.csv")))
+    assert [(r["split"], r["index"], r["path"]) for r in rows] == [("train", "5", "c5")]
+    assert "img_00002.jpg" in rows[0]["reason"]
+
+    stopped = run(*args, "--output", tmp_path / "strict")  # default train.max_bad_fraction = 0.01
+    assert stopped.exit_code == 1 and "Traceback" not in stopped.output
+    assert "1 of 8 training clips could not be read" in stopped.output.replace("\n", " ")
+    assert (tmp_path / "strict" / "bad_samples.csv").is_file()

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import write_frames, write_video
+
 from tsnctl.config import Config
 from tsnctl.data.dataset import BadClip
 from tsnctl.engine.checkpoint import load_checkpoint, save_checkpoint
@@ -166,9 +166,12 @@ def test_nan_loss_stops_at_that_step_before_updating_weights():
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     batches = [(torch.randn(2, 4), torch.tensor([0, 1]), []) for _ in range(3)]
     saved = []
+
+    def after_step(position: EpochPosition) -> None:
+        saved.append({k: v.clone() for k, v in model.state_dict().items()})
+
     with pytest.raises(UserError) as err:
-        train_one_epoch(model, batches, optimizer, torch.device("cpu"), 0, Config(), after_step=lambda pos: saved.append(
-            {k: v.clone() for k, v in model.state_dict().items()}))
+        train_one_epoch(model, batches, optimizer, torch.device("cpu"), 0, Config(), after_step=after_step)
     assert "loss is nan at epoch 1, step 2/3" in str(err.value) and err.value.exit_code == 1
     assert len(saved) == 1  # only the good step reached the checkpoint callback
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in saved[0].items())
