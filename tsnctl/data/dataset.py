@@ -8,6 +8,7 @@ the batch: the loops count and report bad clips, and never replace one by anothe
 
 from __future__ import annotations
 
+import signal
 from dataclasses import dataclass
 
 import cv2
@@ -99,6 +100,8 @@ def load_clip(sample: Sample, settings: ClipSettings, rng: np.random.Generator) 
 
 
 def worker_init(_: int) -> None:
-    """Keep each DataLoader worker to one OpenCV thread: the workers already run in parallel."""
+    """Keep each DataLoader worker to one OpenCV thread (the workers already run in parallel), and leave
+    Ctrl-C to the main process, which finishes its step and saves a checkpoint before stopping."""
     cv2.setNumThreads(1)
     torch.set_num_threads(1)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
