@@ -415,7 +415,8 @@ def check(
 ) -> None:
     """Validate a list before training: lines, labels, duplicates, missing or unreadable clips, class counts.
 
-    Exits 1 when any line has a problem (all are in the report CSV), 0 when every clip is usable.
+    Labels are checked against model.num_classes (-c CONFIG or -o model.num_classes=N). Exits 1 when any
+    line has a problem (all are in the report CSV), 0 when every clip is usable.
     """
     from tsnctl.check import check_list
 
