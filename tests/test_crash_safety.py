@@ -53,6 +53,19 @@ def signal_after(proc: subprocess.Popen, line_fragment: str, signum: int) -> str
 
 # --- extraction ---------------------------------------------------------------------------------------
 
+def processes_mentioning(text: str) -> list[int]:
+    """Live processes whose command line contains ``text`` (Linux /proc; empty elsewhere)."""
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            if text in cmdline.read_bytes().decode(errors="replace") and "zombie" not in \
+                    (cmdline.parent / "status").read_text():
+                found.append(int(cmdline.parent.name))
+        except OSError:
+            continue
+    return found
+
+
 def tree(root: Path) -> list[str]:
     return sorted(str(p.relative_to(root)) for p in root.rglob("*") if "extract_report" not in p.name)
 
@@ -65,8 +78,8 @@ def test_extraction_killed_and_rerun_matches_an_uninterrupted_run(tmp_path):
     code, out = finish(cli("extract-frames", src, tmp_path / "whole", "--workers", 1))
     assert code == 0, out
 
-    killed = tmp_path / "killed"
-    proc = cli("extract-frames", src, killed, "--workers", 1)
+    killed = tmp_path / "killed"  # two worker processes: they must not outlive the killed main process
+    proc = cli("extract-frames", src, killed, "--workers", 2)
     while proc.poll() is None:  # kill once a video is done and another is half-written
         done = [p for p in killed.glob("class_*/*.mp4") if p.is_dir()]
         parts = [p for p in killed.glob("class_*/*.mp4.part") if len(list(p.iterdir())) >= 5]
@@ -76,10 +89,12 @@ def test_extraction_killed_and_rerun_matches_an_uninterrupted_run(tmp_path):
         time.sleep(0.002)
     proc.communicate()
     assert proc.returncode == -signal.SIGKILL, "the extraction finished before it could be killed"
+    time.sleep(0.5)
+    assert not processes_mentioning(str(killed)), "extraction workers outlived the killed main process"
     half = [p.name for p in killed.glob("class_*/*.part")]
     assert half and not (killed / "frame_list.txt").exists()
 
-    code, out = finish(cli("extract-frames", src, killed, "--workers", 1))
+    code, out = finish(cli("extract-frames", src, killed, "--workers", 2))
     assert code == 0, out
     assert "already done" in out
     assert tree(killed) == tree(tmp_path / "whole") and not list(killed.rglob("*.part"))

@@ -10,8 +10,11 @@ to each video.
 from __future__ import annotations
 
 import csv
+import ctypes
 import os
 import shutil
+import signal
+import sys
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -98,7 +101,7 @@ def extract_frames(src: str | Path, out: str | Path, list_file: str | Path | Non
     results: dict[str, JobResult] = {}
     args = [(job, out, short_side, quality, overwrite) for job in jobs]
     if workers > 1:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
+        with ProcessPoolExecutor(max_workers=workers, initializer=_die_with_parent) as pool:
             for done, (name, result) in enumerate(pool.map(_extract_job, args), start=1):
                 results[name] = result
                 progress("extract", done, len(jobs), name)
@@ -134,6 +137,14 @@ def default_report_name(src: str | Path, from_folder: bool, shard: tuple[int, in
     """``extract_report.csv`` for a folder, ``<list stem>_extract_report.csv`` for a list (plus the shard)."""
     stem = "extract_report" if from_folder else f"{Path(src).stem}_extract_report"
     return f"{stem}.shard-{shard[0]}-of-{shard[1]}.csv" if shard else f"{stem}.csv"
+
+
+def _die_with_parent() -> None:
+    """Linux: end this worker when the main process dies (even by SIGKILL), so that no orphan keeps
+    writing into a folder that a re-run is extracting again."""
+    if sys.platform.startswith("linux"):
+        pr_set_pdeathsig = 1
+        ctypes.CDLL(None).prctl(pr_set_pdeathsig, signal.SIGKILL)
 
 
 def _extract_job(arg: tuple[VideoJob, Path, int, int, bool]) -> tuple[str, JobResult]:
