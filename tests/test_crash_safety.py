@@ -87,10 +87,14 @@ def test_extraction_killed_and_rerun_matches_an_uninterrupted_run(tmp_path):
             proc.kill()
             break
         time.sleep(0.002)
-    proc.communicate()
+    proc.wait(timeout=60)  # not communicate(): an orphaned worker would keep the output pipe open
+    proc.stdout.close()
     assert proc.returncode == -signal.SIGKILL, "the extraction finished before it could be killed"
     time.sleep(0.5)
-    assert not processes_mentioning(str(killed)), "extraction workers outlived the killed main process"
+    orphans = processes_mentioning(str(killed))
+    for pid in orphans:
+        os.kill(pid, signal.SIGKILL)
+    assert not orphans, "extraction workers outlived the killed main process"
     half = [p.name for p in killed.glob("class_*/*.part")]
     assert half and not (killed / "frame_list.txt").exists()
 
