@@ -8,7 +8,7 @@ from typer.testing import CliRunner
 from tsnctl.cli import app
 
 runner = CliRunner()
-COMMANDS = ["demo-data", "extract-frames", "train", "test", "export", "predict", "convert-weights"]
+COMMANDS = ["demo-data", "extract-frames", "check", "train", "test", "export", "predict", "convert-weights"]
 
 
 def run(*args):

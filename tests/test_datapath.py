@@ -30,7 +30,7 @@ def test_uint8_clips_normalized_per_batch_equal_the_float_path(tmp_path):
     samples = [Sample(f.name, f, i, 12) for i, f in enumerate(folders)]
     settings = ClipSettings("frames", num_seg=4, short_side=64, crop_size=56, crop="ten")
     loader = clip_loader(samples, settings, batch_size=2, num_workers=0)
-    batches = [(clips, labels) for clips, labels in loader]
+    batches = [(clips, labels) for clips, labels, _ in loader]
     assert batches[0][0].dtype == torch.uint8 and batches[0][0].shape == (2, 40, 3, 56, 56)
     got = torch.cat([model_input(clips, torch.device("cpu")) for clips, _ in batches])
     for i, sample in enumerate(samples):
@@ -60,7 +60,7 @@ def test_persistent_workers_follow_the_epoch(tmp_path):
     dataset = ClipDataset(samples, settings)
     for epoch in (0, 1, 2):
         set_loader_epoch(loader, epoch)
-        ((clips, labels),) = list(loader)
+        ((clips, labels, _),) = list(loader)
         for clip, label in zip(clips, labels.tolist(), strict=True):
             expected = load_clip(samples[label], settings, sample_rng(5, epoch, label))
             assert torch.equal(clip, expected), f"epoch {epoch}: a worker drew another epoch's crops"

@@ -226,6 +226,27 @@ def test_distributed_cli_train_and_test_score_every_video_once(clips, tmp_path):
     assert "5 videos" in multi.output and os.path.getsize(tmp_path / "two.csv") > 0
 
 
+@pytest.mark.slow
+def test_two_processes_skip_and_list_a_bad_clip_and_save_every_ranks_rng(clips, tmp_path):
+    """A corrupt frame on one rank's clip: the ranks still step together, rank 0 lists it once, and the
+    mid-epoch checkpoints hold both ranks' RNG states (the ranks agree on when to save)."""
+    data = tmp_path / "data"
+    for i in range(8):
+        write_frames(data / f"c{i}", 4, seed=i)
+    (data / "c3" / "img_00002.jpg").write_bytes(b"garbage")
+    (data / "train.txt").write_text("".join(f"c{i} 4 {i % 3}\n" for i in range(8)))
+    overrides = tiny_overrides(clips, 2) + [f"data.train_list={data / 'train.txt'}", "train.epochs=1",
+                                            "train.checkpoint_steps=1", "train.max_bad_fraction=0.2"]
+    result = cli("train", *[x for o in overrides for x in ("-o", o)], "--nproc", 2, "--device", "cpu",
+                 "--output", tmp_path / "run")
+    assert result.exit_code == 0, result.output
+    rows = list(csv.DictReader(open(tmp_path / "run" / "bad_samples.csv")))
+    assert [(r["split"], r["index"], r["path"]) for r in rows] == [("train", "3", "c3")]
+    state = torch.load(tmp_path / "run" / "last.pt", weights_only=True)
+    assert (state["epoch"], state["global_step"]) == (1, 2) and len(state["rng_ranks"]) == 2
+    assert not torch.equal(state["rng_ranks"][0]["torch"], state["rng_ranks"][1]["torch"])
+
+
 # --- GPUs (benchmarks/gpu.sh runs these with pytest -m cuda) -------------------------------------------------------
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")

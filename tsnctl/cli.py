@@ -165,8 +165,13 @@ def extract_frames(
                                                       "with 'tsnctl merge-lists'.")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Only estimate the frame count and disk use; "
                                                              "write nothing.")] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Extract again videos whose frame folder "
+                                                                "already exists (default: skip them).")] = False,
 ) -> None:
-    """Extract JPEG frame folders from videos and write a frame list '<frame_dir> <num_frames> <label>'."""
+    """Extract JPEG frame folders from videos and write a frame list '<frame_dir> <num_frames> <label>'.
+
+    Re-running skips completed videos and finishes the rest; a per-video report goes to OUT.
+    """
     from tsnctl.extract import extract_frames as run
     from tsnctl.shards import parse_shard
 
@@ -175,14 +180,17 @@ def extract_frames(
         return _extract_dry_run(src, root, short_side, quality)
 
     with rich_progress() as progress:
-        summary = run(src, out, list_file, root, workers, short_side, quality, shard_spec, progress)
-    out_console.print(f"extracted {summary.frames} frames from {summary.videos} videos "
-                      f"({summary.bytes_written / 1e6:.1f} MB) -> {summary.list_file}")
+        summary = run(src, out, list_file, root, workers, short_side, quality, shard_spec, progress,
+                      overwrite=overwrite)
+    skipped = f", {summary.skipped} already done" if summary.skipped else ""
+    out_console.print(f"extracted {summary.frames} frames from {summary.videos} videos{skipped} "
+                      f"({summary.bytes_written / 1e6:.1f} MB) -> {summary.list_file}; report "
+                      f"{summary.report_file}", soft_wrap=True, highlight=False)
     if summary.label_file:
         out_console.print(f"class names (from folder names) -> {summary.label_file}")
     if summary.failed:
         for _video, reason in summary.failed:
-            err_console.print(f"[red]failed:[/] {reason}", highlight=False)
+            err_console.print(f"[red]failed:[/] {reason}", highlight=False, soft_wrap=True)
         raise UserError(f"{len(summary.failed)} of {len(summary.failed) + summary.videos} videos could not be "
                         "extracted (listed above); they are not in the frame list", exit_code=1)
 
@@ -195,7 +203,12 @@ def train(
     output: Annotated[Path | None, typer.Option("--output", help="Run folder (default: runs/<config name>).")] = None,
     validate: Annotated[bool, typer.Option("--validate", help="Validate after every epoch (CenterCrop) and keep "
                                                               "best.pt by validation top-1.")] = False,
-    resume: Annotated[bool, typer.Option("--resume", help="Continue from OUTPUT/last.pt.")] = False,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue from the newest checkpoint in OUTPUT, "
+                                                          "mid-epoch included.")] = False,
+    resume_from: Annotated[Path | None, typer.Option("--resume-from", help="Continue from this checkpoint.")] = None,
+    max_bad_fraction: Annotated[float | None, typer.Option(
+        "--max-bad-fraction", help="Stop when more than this fraction of training clips cannot be read "
+                                   "(default: train.max_bad_fraction, 0.01).")] = None,
     init_from: Annotated[Path | None, typer.Option("--init-from", help="Start from these weights (any -w format, or "
                          "backbone-only ImageNet weights): the backbone, and the head when its classes match; sets "
                          "model.init_from.")] = None,
@@ -218,17 +231,23 @@ def train(
 
     The run folder gets last.pt, best.pt (with --validate), config.yaml, metrics.csv (per
     epoch), steps.csv (per log interval), curves.png, and TensorBoard events in tensorboard/
-    when tensorboard is installed.
+    when tensorboard is installed. Unreadable clips are skipped and listed in bad_samples.csv.
+    Ctrl-C or SIGTERM saves last.pt and stops; --resume continues exactly where it stopped.
     """
+    from tsnctl.config import validate as validate_config
     from tsnctl.engine.distributed import train_entry
 
     cfg = _config(config, override, device)
     _set_train_features(cfg, amp, channels_last, accumulate, compile_model, sync_bn, auto_scale_lr)
+    if max_bad_fraction is not None:
+        cfg.train.max_bad_fraction = max_bad_fraction
+        validate_config(cfg)
     if init_from is not None:
         cfg.model.init_from = str(init_from)
     output = output or Path("runs") / (config.stem if config else "default")
     layout = (gpus, nproc, nnodes, node_rank, master_addr, master_port, rdzv_endpoint)
-    result = _run_on_ranks(cfg, layout, train_entry, str(output), validate, resume)
+    resume_arg = str(resume_from) if resume_from else resume
+    result = _run_on_ranks(cfg, layout, train_entry, str(output), validate, resume_arg)
     if result is None:
         return
     best = f", best valid top-1 {result.best_top1:.2f}%" if result.best_top1 is not None else ""
@@ -256,6 +275,9 @@ def test(
     report_dir: Annotated[Path | None, typer.Option(help="Folder for per_class.csv, confused_pairs.csv, "
                                                          "confusion.png and metrics.json (default: "
                                                          "<checkpoint folder>/test_<list name>).")] = None,
+    allow_missing: Annotated[bool, typer.Option("--allow-missing", help="Exit 0 even when some videos could not "
+                                                                        "be read (they are still excluded and "
+                                                                        "listed).")] = False,
     device: DeviceOpt = None,
     max_views_per_batch: Annotated[int | None, typer.Option(help="Run a clip's views through the model in "
                                    "chunks of at most this many (same scores, bounded memory; default: "
@@ -271,7 +293,8 @@ def test(
     """Evaluate a checkpoint or an ONNX model: video-level top-1/top-5 and mean class accuracy over all views.
 
     Also writes a report (per_class.csv, confused_pairs.csv, confusion.png, metrics.json)
-    into --report-dir.
+    into --report-dir. Unreadable videos are excluded (never replaced) and listed; then the exit
+    code is 1 unless --allow-missing.
     """
     from tsnctl.engine.distributed import evaluate_entry
     from tsnctl.engine.evaluate import run_test
@@ -310,7 +333,11 @@ def test(
                                str(save_scores) if save_scores else None)
     if result is None:
         return
-    out_console.print(f"test: {result.num_videos} videos, {result.protocol}", soft_wrap=True, highlight=False)
+    for clip in result.excluded:
+        err_console.print(f"[red]excluded:[/] {clip.reason}", highlight=False, soft_wrap=True)
+    counted = (f"{result.num_videos} of {result.num_listed} videos ({len(result.excluded)} unreadable, excluded)"
+               if result.excluded else f"{result.num_videos} videos")
+    out_console.print(f"test: {counted}, {result.protocol}", soft_wrap=True, highlight=False)
     table = Table()
     for column in ("top-1", "top-5", "mean class acc"):
         table.add_column(column, justify="right")
@@ -320,7 +347,13 @@ def test(
                           / f"test_{Path(list_file or cfg.data.test_list).stem}")
     _print_report(report)
     if metrics_json:
-        metrics_json.write_text(json.dumps(summary(result), indent=2))
+        metrics_json.write_text(json.dumps({**summary(result), "listed": result.num_listed,
+                                            "excluded": [{"path": c.name, "reason": c.reason}
+                                                         for c in result.excluded]}, indent=2))
+    if result.excluded and not allow_missing:
+        raise UserError(f"{len(result.excluded)} of {result.num_listed} videos could not be read and were "
+                        "excluded (listed above); the metrics cover the rest; --allow-missing accepts this",
+                        exit_code=1)
 
 
 @app.command()
@@ -419,8 +452,74 @@ def predict(
         write_predictions_csv(results, output)
     if as_json:
         sys.stdout.write(json.dumps(results, indent=2) + "\n")
-        return
+    else:
+        _print_predictions(results)
+    failed = [result for result in results if "error" in result]
+    if failed:
+        raise UserError(f"{len(failed)} of {len(results)} clips could not be read"
+                        f"{' (see their error entries)' if as_json else ' (listed above)'}", exit_code=1)
+
+
+@app.command()
+@cli_errors
+def check(
+    list_file: Annotated[Path, typer.Argument(help="A frame list '<dir> <frames> <label>' or video list "
+                                                   "'<path> <label>'.")],
+    config: ConfigOpt = None,
+    override: OverrideOpt = None,
+    fmt: Annotated[str | None, typer.Option("--format", help="frames or video (default: data.format).")] = None,
+    root: Annotated[Path | None, typer.Option(help="Root of the list's paths (default: data.root, else the "
+                                                   "list's folder).")] = None,
+    report: Annotated[Path | None, typer.Option(help="CSV with one row per line: line, path, label, frames, "
+                                                     "status, reason (default: ./<list name>_check.csv).")] = None,
+    min_frames: Annotated[int | None, typer.Option(help="Clips with fewer frames are too short (default: "
+                                                        "train.num_seg).")] = None,
+    workers: Annotated[int, typer.Option(help="Clips checked in parallel.")] = min(4, os.cpu_count() or 1),
+) -> None:
+    """Validate a list before training: lines, labels, duplicates, missing or unreadable clips, class counts.
+
+    Labels are checked against model.num_classes (-c CONFIG or -o model.num_classes=N). Exits 1 when any
+    line has a problem (all are in the report CSV), 0 when every clip is usable.
+    """
+    from tsnctl.check import check_list
+
+    cfg = _config(config, override)
+    fmt = fmt or cfg.data.format
+    if fmt not in ("frames", "video"):
+        raise UserError(f"--format is {fmt!r}; choose one of frames, video")
+    with rich_progress() as progress:
+        result = check_list(list_file, fmt, root or cfg.data.root, cfg.model.num_classes, cfg.data.image_template,
+                            min_frames if min_frames is not None else cfg.train.num_seg, cfg.test.num_seg,
+                            workers, progress)
+    report = report or Path(f"{list_file.stem}_check.csv")
+    result.write_csv(report)
+    counts = ", ".join(f"{label}: {n}" for label, n in sorted(result.class_counts.items()))
+    if len(result.class_counts) > 20:
+        (small, fewest), (large, most) = min(result.class_counts.items(), key=lambda kv: kv[1]), \
+            max(result.class_counts.items(), key=lambda kv: kv[1])
+        counts = f"clips per class from {fewest} (class {small}) to {most} (class {large})"
+    out_console.print(f"{len(result.rows)} lines, {len(result.rows) - len(result.problems)} usable clips in "
+                      f"{len(result.class_counts)} classes ({counts}); report {report}", soft_wrap=True,
+                      highlight=False)
+    if result.empty_classes:
+        shown = ", ".join(map(str, result.empty_classes[:20]))
+        more = " ..." if len(result.empty_classes) > 20 else ""
+        err_console.print(f"[yellow]warning:[/] {len(result.empty_classes)} of {cfg.model.num_classes} classes "
+                          f"have no usable clip: {shown}{more}", highlight=False, soft_wrap=True)
+    for row in result.problems[:20]:
+        err_console.print(f"[red]{row.status}:[/] {row.reason}", highlight=False, soft_wrap=True)
+    if result.problems:
+        more = f" (first 20 above, all in {report})" if len(result.problems) > 20 else f" (listed in {report})"
+        raise UserError(f"{list_file}: {len(result.problems)} of {len(result.rows)} lines have problems{more}",
+                        exit_code=1)
+
+
+def _print_predictions(results: list[dict]) -> None:
+    """A top-k table per clip; a red line for a clip that could not be read."""
     for result in results:
+        if "error" in result:
+            err_console.print(f"[red]failed:[/] {result['error']}", highlight=False, soft_wrap=True)
+            continue
         table = Table(title=result["clip"], title_justify="left")
         table.add_column("#", justify="right")
         table.add_column("class")

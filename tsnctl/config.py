@@ -71,6 +71,8 @@ class TrainConfig:
     amp: str = "none"  # none | bf16 | fp16 (autocast; fp16 only on CUDA, with a GradScaler)
     channels_last: bool = False  # NHWC memory layout for the convolutions (faster with AMP on tensor cores)
     compile: bool = False  # torch.compile the model for training
+    checkpoint_steps: int = 1000  # optimizer steps between mid-epoch saves of last.pt (resume restarts there); 0: off
+    max_bad_fraction: float = 0.01  # stop when more than this fraction of training clips cannot be read
 
 
 @dataclass
@@ -187,6 +189,10 @@ def validate(cfg: Config) -> None:
         raise UserError("config: test.max_views_per_batch must be 0 (no limit) or positive")
     if cfg.data.num_workers < -1:
         raise UserError("config: data.num_workers must be -1 (sized to the machine), 0 or positive")
+    if cfg.train.checkpoint_steps < 0:
+        raise UserError("config: train.checkpoint_steps must be 0 (off) or positive")
+    if not 0.0 <= cfg.train.max_bad_fraction <= 1.0:
+        raise UserError("config: train.max_bad_fraction must be in [0, 1]")
     if not 0.0 <= cfg.model.dropout < 1.0:
         raise UserError("config: model.dropout must be in [0, 1)")
 

@@ -1,21 +1,27 @@
 """Extract JPEG frame folders from videos, as the reference does, and write the frame list.
 
 Every frame is read at its native rate; ``img_00001.jpg`` is the first. Each video is written into a
-temporary folder that is renamed into place only when complete, so a killed run never leaves a
-half-written folder under the final name.
+temporary folder ``<name>.part`` that is renamed into place only when complete, so a killed run never
+leaves a half-written folder under the final name, and a re-run skips every folder that exists (their
+frames are complete by construction) and extracts the rest. ``extract_report.csv`` says what happened
+to each video.
 """
 
 from __future__ import annotations
 
+import csv
+import ctypes
 import os
 import shutil
+import signal
+import sys
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
 
-from tsnctl.data.decode import VIDEO_EXTENSIONS
+from tsnctl.data.decode import VIDEO_EXTENSIONS, open_video
 from tsnctl.data.lists import read_list, write_frame_list
 from tsnctl.data.transforms import scaled_size
 from tsnctl.errors import UserError
@@ -38,6 +44,16 @@ class ExtractSummary:
     bytes_written: int = 0
     failed: list[tuple[str, str]] = field(default_factory=list)  # (video, reason)
     label_file: Path | None = None
+    skipped: int = 0  # videos whose frame folder was already complete (counted in videos and frames too)
+    report_file: Path | None = None
+
+
+@dataclass(frozen=True)
+class JobResult:
+    status: str  # extracted | skipped (folder already complete) | failed
+    frames: int = 0
+    size: int = 0
+    reason: str = ""
 
 
 def find_jobs(src: str | Path, root: str | Path = "") -> tuple[list[VideoJob], list[str] | None]:
@@ -59,9 +75,13 @@ def find_jobs(src: str | Path, root: str | Path = "") -> tuple[list[VideoJob], l
 
 def extract_frames(src: str | Path, out: str | Path, list_file: str | Path | None = None, root: str | Path = "",
                    workers: int = 1, short_side: int = 0, quality: int = 95, shard: tuple[int, int] | None = None,
-                   progress: ProgressFn = no_progress) -> ExtractSummary:
-    """Write ``out/<video>/img_00001.jpg ...`` for every video of ``src`` (or of one ``shard=(I, N)`` of them)
-    and a frame list."""
+                   progress: ProgressFn = no_progress, overwrite: bool = False) -> ExtractSummary:
+    """Write ``out/<video>/img_00001.jpg ...`` for every video of ``src`` (or of one ``shard=(I, N)`` of them),
+    a frame list and a report.
+
+    Videos whose frame folder already exists are skipped (``overwrite`` extracts them again); videos
+    that fail are listed in ``summary.failed`` and left out of the frame list, the others still count.
+    """
     if not 1 <= quality <= 100:
         raise UserError(f"--quality must be in 1..100, got {quality}")
     if short_side < 0:
@@ -73,14 +93,15 @@ def extract_frames(src: str | Path, out: str | Path, list_file: str | Path | Non
     if list_file is None:
         list_file = out / default_list_name(src, classes is not None, shard)
     summary = ExtractSummary(Path(list_file))
+    summary.report_file = out / default_report_name(src, classes is not None, shard)
     if classes is not None:
         summary.label_file = out / "labels.txt"
         summary.label_file.write_text("".join(f"{i} {name}\n" for i, name in enumerate(classes)))
 
-    results: dict[str, tuple[int, int, str]] = {}
-    args = [(job, out, short_side, quality) for job in jobs]
+    results: dict[str, JobResult] = {}
+    args = [(job, out, short_side, quality, overwrite) for job in jobs]
     if workers > 1:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
+        with ProcessPoolExecutor(max_workers=workers, initializer=_die_with_parent) as pool:
             for done, (name, result) in enumerate(pool.map(_extract_job, args), start=1):
                 results[name] = result
                 progress("extract", done, len(jobs), name)
@@ -92,15 +113,17 @@ def extract_frames(src: str | Path, out: str | Path, list_file: str | Path | Non
 
     rows = []
     for job in jobs:
-        frames, size, error = results[job.name]
-        if error:
-            summary.failed.append((str(job.path), error))
+        result = results[job.name]
+        if result.status == "failed":
+            summary.failed.append((str(job.path), result.reason))
             continue
-        rows.append((job.name, frames, job.label))
+        rows.append((job.name, result.frames, job.label))
         summary.videos += 1
-        summary.frames += frames
-        summary.bytes_written += size
+        summary.skipped += result.status == "skipped"
+        summary.frames += result.frames
+        summary.bytes_written += result.size
     write_frame_list(summary.list_file, rows)
+    _write_report(summary.report_file, jobs, results)
     return summary
 
 
@@ -110,23 +133,50 @@ def default_list_name(src: str | Path, from_folder: bool, shard: tuple[int, int]
     return f"{stem}.shard-{shard[0]}-of-{shard[1]}.txt" if shard else f"{stem}.txt"
 
 
-def _extract_job(arg: tuple[VideoJob, Path, int, int]) -> tuple[str, tuple[int, int, str]]:
-    job, out, short_side, quality = arg
+def default_report_name(src: str | Path, from_folder: bool, shard: tuple[int, int] | None = None) -> str:
+    """``extract_report.csv`` for a folder, ``<list stem>_extract_report.csv`` for a list (plus the shard)."""
+    stem = "extract_report" if from_folder else f"{Path(src).stem}_extract_report"
+    return f"{stem}.shard-{shard[0]}-of-{shard[1]}.csv" if shard else f"{stem}.csv"
+
+
+def _die_with_parent() -> None:
+    """Linux: end this worker when the main process dies (even by SIGKILL), so that no orphan keeps
+    writing into a folder that a re-run is extracting again."""
+    if sys.platform.startswith("linux"):
+        pr_set_pdeathsig = 1
+        ctypes.CDLL(None).prctl(pr_set_pdeathsig, signal.SIGKILL)
+
+
+def _extract_job(arg: tuple[VideoJob, Path, int, int, bool]) -> tuple[str, JobResult]:
+    job, out, short_side, quality, overwrite = arg
     cv2.setNumThreads(1)
+    folder = out / job.name
+    if folder.is_dir() and not overwrite:
+        # Only a complete extraction is ever renamed to this name, so the folder is done.
+        files = list(folder.glob("img_*.jpg"))
+        return job.name, JobResult("skipped", len(files), sum(f.stat().st_size for f in files))
     try:
-        frames, size = extract_video(job.path, out / job.name, short_side, quality)
-        return job.name, (frames, size, "")
+        frames, size = extract_video(job.path, folder, short_side, quality)
+        return job.name, JobResult("extracted", frames, size)
     except UserError as exc:
-        return job.name, (0, 0, str(exc))
+        return job.name, JobResult("failed", reason=str(exc))
+
+
+def _write_report(path: Path, jobs: list[VideoJob], results: dict[str, JobResult]) -> None:
+    """``path, status, frames, reason`` per video, in list order; written atomically."""
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["path", "status", "frames", "reason"])
+        for job in jobs:
+            result = results[job.name]
+            writer.writerow([job.name, result.status, result.frames, result.reason])
+    os.replace(tmp, path)
 
 
 def extract_video(video: Path, folder: Path, short_side: int = 0, quality: int = 95) -> tuple[int, int]:
     """Write every frame of ``video`` into ``folder``; returns (frames, bytes written)."""
-    if not video.is_file():
-        raise UserError(f"{video}: video file not found")
-    capture = cv2.VideoCapture(str(video))
-    if not capture.isOpened():
-        raise UserError(f"{video}: not a readable video")
+    capture = open_video(video)
     tmp = folder.with_name(folder.name + ".part")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)

@@ -113,7 +113,11 @@ def clip_views(predictor: Predictor, clip: str, preset: str = "test", num_seg: i
 
 def predict(predictor: Predictor, clips: list[str], topk: int = 5, labels: list[str] | None = None,
             progress: ProgressFn = no_progress, preset: str = "test", num_seg: int | None = None) -> list[dict]:
-    """One ``{"clip", "topk": [{"label", "index", "prob"}, ...]}`` per clip, most likely class first."""
+    """One ``{"clip", "topk": [{"label", "index", "prob"}, ...]}`` per clip, most likely class first.
+
+    A clip that cannot be read gets ``{"clip", "error": "<one line naming the file>", "topk": []}`` and
+    the other clips are still classified.
+    """
     if preset not in PRESETS:
         raise UserError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
     if num_seg is not None and num_seg < 1:
@@ -121,7 +125,12 @@ def predict(predictor: Predictor, clips: list[str], topk: int = 5, labels: list[
     names = labels or predictor.class_names
     results = []
     for done, clip in enumerate(clips, start=1):
-        views = clip_views(predictor, clip, preset, num_seg)
+        try:
+            views = clip_views(predictor, clip, preset, num_seg)
+        except UserError as exc:
+            results.append({"clip": str(clip), "error": str(exc), "topk": []})
+            progress("predict", done, len(clips), "")
+            continue
         logits = predictor.run(views[None])[0]
         results.append({"clip": str(clip), "topk": topk_entries(logits, names, topk)})
         progress("predict", done, len(clips), "")
@@ -182,3 +191,4 @@ def write_predictions_csv(rows: list[dict], path: str | Path, key_columns: tuple
         for row in rows:
             writer.writerow([*(row[c] for c in key_columns),
                              *(v for e in row["topk"] for v in (e["label"], e["index"], f"{e['prob']:.6f}"))])
+

@@ -2,21 +2,25 @@
 
 Map-style with ``__len__`` so distributed samplers stay simple. Item ``i`` of epoch ``e`` is
 deterministic given the seed: the sampler and the random crops draw from ``sample_rng(seed, e, i)``.
+A clip that cannot be read comes back as a ``BadClip`` naming it, and ``collate_clips`` drops it from
+the batch: the loops count and report bad clips, and never replace one by another clip.
 """
 
 from __future__ import annotations
 
+import signal
 from dataclasses import dataclass
 
 import cv2
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, default_collate
 
 from tsnctl.data.decode import read_frame_folder, read_video
 from tsnctl.data.lists import Sample
 from tsnctl.data.presets import eval_preset, train_preset
 from tsnctl.data.sampling import eval_indices, sample_rng, train_indices
+from tsnctl.errors import UserError
 
 
 @dataclass(frozen=True)
@@ -33,9 +37,19 @@ class ClipSettings:
     seed: int = 0
 
 
+@dataclass(frozen=True)
+class BadClip:
+    """Stands in for a clip that could not be read, so the loop can count and report it."""
+
+    index: int  # position in the list
+    name: str  # the path as written in the list
+    reason: str  # one line naming the file
+
+
 class ClipDataset(Dataset):
     """Yields ``(clip, label)``: ``clip`` is uint8 ``[T', 3, crop, crop]`` (normalized per batch later),
-    ``label`` an int. Keys are indices, or ``(epoch, index)`` pairs from ``EpochSampler``."""
+    ``label`` an int; or a ``BadClip`` when the clip cannot be read. Keys are indices, or
+    ``(epoch, index)`` pairs from ``EpochSampler``."""
 
     def __init__(self, samples: list[Sample], settings: ClipSettings) -> None:
         self.samples = samples
@@ -48,10 +62,24 @@ class ClipDataset(Dataset):
     def __len__(self) -> int:
         return len(self.samples)
 
-    def __getitem__(self, key: int | tuple[int, int]) -> tuple[torch.Tensor, int]:
+    def __getitem__(self, key: int | tuple[int, int]) -> tuple[torch.Tensor, int] | BadClip:
         epoch, index = key if isinstance(key, tuple) else (self.epoch, key)
         sample = self.samples[index]
-        return load_clip(sample, self.settings, sample_rng(self.settings.seed, epoch, index)), sample.label
+        try:
+            clip = load_clip(sample, self.settings, sample_rng(self.settings.seed, epoch, index))
+        except UserError as exc:
+            return BadClip(index, sample.name, str(exc))
+        return clip, sample.label
+
+
+def collate_clips(items: list[tuple[torch.Tensor, int] | BadClip]) -> tuple[torch.Tensor, torch.Tensor, list[BadClip]]:
+    """Stack the readable clips into uint8 ``[B, T', 3, c, c]`` and labels ``[B]``; B is 0 when all are bad."""
+    bad = [item for item in items if isinstance(item, BadClip)]
+    good = [item for item in items if not isinstance(item, BadClip)]
+    if not good:
+        return torch.empty(0, dtype=torch.uint8), torch.empty(0, dtype=torch.long), bad
+    clips, labels = default_collate(good)
+    return clips, labels, bad
 
 
 def load_clip(sample: Sample, settings: ClipSettings, rng: np.random.Generator) -> torch.Tensor:
@@ -74,6 +102,8 @@ def load_clip(sample: Sample, settings: ClipSettings, rng: np.random.Generator) 
 
 
 def worker_init(_: int) -> None:
-    """Keep each DataLoader worker to one OpenCV thread: the workers already run in parallel."""
+    """Keep each DataLoader worker to one OpenCV thread (the workers already run in parallel), and leave
+    Ctrl-C to the main process, which finishes its step and saves a checkpoint before stopping."""
     cv2.setNumThreads(1)
     torch.set_num_threads(1)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)

@@ -7,6 +7,7 @@ Errors name the file.
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -16,6 +17,10 @@ import simplejpeg
 
 from tsnctl.data import video
 from tsnctl.errors import UserError
+
+# FFmpeg (inside OpenCV) prints its own lines such as "moov atom not found" for broken files; our
+# errors already name the file and the problem, so keep its log quiet unless the user asked otherwise.
+os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".webm", ".mov", ".m4v", ".mpg", ".mpeg", ".flv", ".wmv")
 
@@ -51,13 +56,17 @@ def read_image(path: Path) -> np.ndarray:
 
 
 def count_folder_frames(folder: Path, template: str = "img_{:05d}.jpg") -> int:
-    """Number of frames in a frame folder (files matching the template)."""
+    """Number of frames in a frame folder; their numbering must have no gap (a missing frame is an error)."""
     if not folder.is_dir():
         raise UserError(f"{folder}: frame folder not found")
-    count = len(list(folder.glob(re.sub(r"\{[^}]*\}", "*", template))))
-    if count == 0:
+    names = {p.name for p in folder.glob(re.sub(r"\{[^}]*\}", "*", template))}
+    if not names:
         raise UserError(f"{folder}: no frames named like {template.format(1)}")
-    return count
+    for index in range(1, len(names) + 1):
+        if template.format(index) not in names:
+            raise UserError(f"{folder / template.format(index)}: frame file not found (the folder's "
+                            f"{len(names)} frames are not numbered 1..{len(names)})")
+    return len(names)
 
 
 def read_video(path: Path, index_fn: IndexFn) -> np.ndarray:
@@ -68,6 +77,18 @@ def read_video(path: Path, index_fn: IndexFn) -> np.ndarray:
 def count_video_frames(path: Path) -> int:
     """Frames of a video, counted from its packets without decoding."""
     return video.count_frames(path)
+
+
+def open_video(path: Path) -> cv2.VideoCapture:
+    """An OpenCV capture for sequential reading (``extract-frames``); errors name the file."""
+    if not path.is_file():
+        raise UserError(f"{path}: video file not found")
+    if path.stat().st_size == 0:
+        raise UserError(f"{path}: empty file (0 bytes)")
+    capture = cv2.VideoCapture(str(path))
+    if not capture.isOpened():
+        raise UserError(f"{path}: not a readable video (not a video, no video stream, or a truncated container)")
+    return capture
 
 
 def _stack(frames: list[np.ndarray], source: Path) -> np.ndarray:

@@ -7,6 +7,7 @@ line is reported with file and line number; nothing is skipped silently.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,20 +27,23 @@ class Sample:
 def read_list(list_file: str | Path, fmt: str, root: str | Path = "", num_classes: int | None = None) -> list[Sample]:
     """Parse a frame list (``fmt="frames"``) or a video list (``fmt="video"``)."""
     list_file = Path(list_file)
-    if not list_file.is_file():
-        raise UserError(f"{list_file}: list file not found")
     base = Path(root) if str(root) else list_file.parent
-    samples = []
-    for line_no, line in enumerate(list_file.read_text().splitlines(), start=1):
-        if not line.strip() or line.lstrip().startswith("#"):
-            continue
-        samples.append(_parse_line(line, fmt, base, f"{list_file}:{line_no}", num_classes))
+    samples = [parse_line(line, fmt, base, f"{list_file}:{line_no}", num_classes)
+               for line_no, line in list_lines(list_file)]
     if not samples:
         raise UserError(f"{list_file}: the list holds no clips")
     return samples
 
 
-def _parse_line(line: str, fmt: str, base: Path, where: str, num_classes: int | None) -> Sample:
+def list_lines(list_file: Path) -> list[tuple[int, str]]:
+    """``(line number, line)`` for every line that is neither blank nor a ``#`` comment."""
+    if not list_file.is_file():
+        raise UserError(f"{list_file}: list file not found")
+    return [(line_no, line) for line_no, line in enumerate(list_file.read_text().splitlines(), start=1)
+            if line.strip() and not line.lstrip().startswith("#")]
+
+
+def parse_line(line: str, fmt: str, base: Path, where: str, num_classes: int | None) -> Sample:
     fields = line.split()
     # Paths may contain spaces, so the numeric fields are taken from the right.
     expected = 3 if fmt == "frames" else 2
@@ -86,5 +90,8 @@ def read_labels(label_file: str | Path) -> list[str]:
 
 
 def write_frame_list(path: str | Path, rows: list[tuple[str, int, int]]) -> None:
-    """Write ``<frame_dir> <num_frames> <label>`` lines."""
-    Path(path).write_text("".join(f"{name} {n} {label}\n" for name, n, label in rows))
+    """Write ``<frame_dir> <num_frames> <label>`` lines (atomically: a killed run leaves the old list or none)."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("".join(f"{name} {n} {label}\n" for name, n, label in rows))
+    os.replace(tmp, path)

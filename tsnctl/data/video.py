@@ -57,10 +57,14 @@ def _demuxed(path: Path) -> Iterator[tuple[av.video.stream.VideoStream, list[av.
     """The first video stream and its frame packets in decode order; FFmpeg errors become UserErrors."""
     if not path.is_file():
         raise UserError(f"{path}: video file not found")
+    if path.stat().st_size == 0:
+        raise UserError(f"{path}: empty file (0 bytes)")
     try:
         with av.open(str(path)) as container:
             if not container.streams.video:
-                raise UserError(f"{path}: no video stream")
+                kinds = sorted({s.type for s in container.streams}) or ["no streams"]
+                raise UserError(f"{path}: not a readable video (no video stream, only {', '.join(kinds)}: "
+                                "an audio-only file or a truncated container)")
             stream = container.streams.video[0]
             stream.thread_count = 1  # loader workers already decode clips in parallel
             packets = [p for p in container.demux(stream) if p.size and not p.is_discard]
@@ -68,7 +72,8 @@ def _demuxed(path: Path) -> Iterator[tuple[av.video.stream.VideoStream, list[av.
                 raise UserError(f"{path}: no decodable video frames")
             yield stream, packets
     except av.FFmpegError as exc:
-        raise UserError(f"{path}: not a readable video ({exc})") from None
+        # strerror is FFmpeg's reason without the path it appends (the message names the file already)
+        raise UserError(f"{path}: not a readable video ({exc.strerror or exc})") from None
 
 
 def _decode(stream: av.video.stream.VideoStream, packets: list[av.Packet], indices: list[int]
@@ -86,7 +91,7 @@ def _decode(stream: av.video.stream.VideoStream, packets: list[av.Packet], indic
         for frame in frames:
             index = rank.get(frame.pts)
             if index in wanted and index not in found:
-                found[index] = frame.to_ndarray(format="rgb24")
+                found[index] = _rgb(frame)
 
     for packet in packets:
         # A wanted frame, or one the codec may need as a reference, is decoded; the rest can be dropped.
@@ -107,8 +112,16 @@ def _decode_sequential(stream: av.video.stream.VideoStream, packets: list[av.Pac
     for packet in [*packets, None]:
         for frame in stream.codec_context.decode(packet):
             if index in wanted:
-                found[index] = frame.to_ndarray(format="rgb24")
+                found[index] = _rgb(frame)
             index += 1
         if len(found) == len(wanted):
             break
     return found
+
+
+def _rgb(frame: av.VideoFrame) -> np.ndarray:
+    """RGB uint8 ``[H, W, 3]`` turned by the stream's display rotation, as OpenCV (and so extract-frames)
+    shows it: a phone video recorded upright comes out upright."""
+    image = frame.to_ndarray(format="rgb24")
+    turns = round(frame.rotation / 90) % 4
+    return np.ascontiguousarray(np.rot90(image, turns)) if turns else image

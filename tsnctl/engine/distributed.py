@@ -196,6 +196,15 @@ def mean_over_ranks(values: list[float]) -> list[float]:
     return (tensor / world_size()).tolist()
 
 
+def all_ranks(items: list[Any]) -> list[Any]:
+    """Every rank's ``items`` (picklable), concatenated in rank order, on every rank."""
+    if world_size() == 1:
+        return list(items)
+    parts: list[Any] = [None] * world_size()
+    dist.all_gather_object(parts, list(items))
+    return [item for part in parts for item in part]
+
+
 def gather_by_index(indices: torch.Tensor, *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
     """Every rank's rows put back in dataset order, on every rank: one row per index, duplicates dropped.
 
@@ -206,6 +215,7 @@ def gather_by_index(indices: torch.Tensor, *tensors: torch.Tensor) -> tuple[torc
         return tuple(t[order] for t in tensors)
     parts: list[Any] = [None] * world_size()
     dist.all_gather_object(parts, (indices.cpu(), *[t.cpu() for t in tensors]))
+    parts = [p for p in parts if len(p[0])] or parts[:1]  # a rank whose clips were all unreadable has no rows
     _, first = _first_occurrence(torch.cat([p[0] for p in parts]))
     return tuple(torch.cat([p[i + 1] for p in parts])[first] for i in range(len(tensors)))
 
@@ -401,7 +411,7 @@ def _worker(entry: Callable[..., Any], args: tuple, device: str, gpus: list[int]
         raise
 
 
-def train_entry(cfg_dict: dict[str, Any], output_dir: str, validate: bool, resume: bool,
+def train_entry(cfg_dict: dict[str, Any], output_dir: str, validate: bool, resume: bool | str,
                 progress: ProgressFn = no_progress) -> Any:
     """Worker entry of ``tsnctl train``: the config travels as a plain dict (picklable into spawned workers).
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 from collections.abc import Iterator
 
@@ -9,7 +10,7 @@ import torch
 from torch.utils.data import DataLoader, DistributedSampler, Sampler
 
 from tsnctl.config import Config
-from tsnctl.data.dataset import ClipDataset, ClipSettings, worker_init
+from tsnctl.data.dataset import ClipDataset, ClipSettings, collate_clips, worker_init
 from tsnctl.data.lists import Sample, read_labels, read_list
 from tsnctl.data.transforms import normalize
 from tsnctl.engine.distributed import rank, world_size
@@ -62,33 +63,37 @@ def default_num_workers() -> int:
 
 
 class EpochSampler(Sampler):
-    """Yields ``(epoch, index)`` keys for ``ClipDataset``.
+    """Yields ``(epoch, index)`` keys for ``ClipDataset``, optionally starting part-way through the epoch.
 
     Workers kept alive across epochs (``persistent_workers``) hold their own copy of the dataset, which
     never sees ``set_epoch``; passing the epoch with each index keeps every clip's random draws a function
-    of (seed, epoch, index) however the workers live.
+    of (seed, epoch, index) however the workers live. A run resumed after step ``s`` skips the first
+    ``start = s * batch`` indices of this rank's order: the clips the interrupted run already trained on.
     """
 
     def __init__(self, inner: Sampler) -> None:
         self.inner = inner
         self.epoch = 0
+        self.start = 0
 
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        """Use epoch ``epoch``'s order and skip its first ``start`` indices (already trained on)."""
+        self.epoch, self.start = epoch, start
         if hasattr(self.inner, "set_epoch"):  # DistributedSampler: the shuffle order of this epoch
             self.inner.set_epoch(epoch)
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
         epoch = self.epoch
-        return ((epoch, index) for index in self.inner)
+        return ((epoch, index) for index in itertools.islice(self.inner, self.start, None))
 
     def __len__(self) -> int:
-        return len(self.inner)
+        return max(0, len(self.inner) - self.start)
 
 
 def clip_loader(samples: list[Sample], settings: ClipSettings, batch_size: int, num_workers: int,
                 shuffle: bool = False, seed: int = 0) -> DataLoader:
-    """A DataLoader over this rank's uint8 clips ``[N, T', 3, H, W]`` (normalize with ``model_input``).
+    """A DataLoader of ``(clips, labels, bad_clips)`` batches over this rank's clips (see ``collate_clips``):
+    uint8 ``[N, T', 3, H, W]`` (normalize with ``model_input``), int labels ``[N]``, unreadable clips.
 
     Training shuffles and drops the last incomplete batch, as the reference: one permutation per
     (seed, epoch), set with ``set_loader_epoch``, dealt round-robin to the ranks, so W ranks x batch B see
@@ -106,8 +111,11 @@ def clip_loader(samples: list[Sample], settings: ClipSettings, batch_size: int, 
         inner = ShardSampler(len(dataset), rank(), world_size())
     workers = default_num_workers() if num_workers < 0 else num_workers
     extra = {"persistent_workers": True, "prefetch_factor": 4} if workers > 0 else {}
+    # The loader's own generator (only used to seed workers) keeps it from drawing on the global torch
+    # RNG at each epoch, which would make a resumed run's dropout differ from an uninterrupted one.
     return DataLoader(dataset, batch_size=batch_size, sampler=EpochSampler(inner), num_workers=workers,
-                      drop_last=shuffle, pin_memory=torch.cuda.is_available(), worker_init_fn=worker_init, **extra)
+                      drop_last=shuffle, pin_memory=torch.cuda.is_available(), worker_init_fn=worker_init,
+                      collate_fn=collate_clips, generator=torch.Generator(), **extra)
 
 
 class ShardSampler(Sampler[int]):
@@ -123,10 +131,11 @@ class ShardSampler(Sampler[int]):
         return len(self.indices)
 
 
-def set_loader_epoch(loader: DataLoader, epoch: int) -> None:
-    """Make the next pass over ``loader`` draw epoch ``epoch``'s order and random segments and crops."""
+def set_loader_epoch(loader: DataLoader, epoch: int, start_step: int = 0) -> None:
+    """Make the next pass over ``loader`` draw epoch ``epoch``'s order and random segments and crops,
+    beginning after its first ``start_step`` batches (a mid-epoch resume)."""
     loader.dataset.set_epoch(epoch)
-    loader.sampler.set_epoch(epoch)
+    loader.sampler.set_epoch(epoch, start_step * loader.batch_size)
 
 
 def model_input(clips: torch.Tensor, device: torch.device) -> torch.Tensor:

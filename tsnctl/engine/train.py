@@ -2,9 +2,11 @@
 
 SGD (momentum 0.9, weight decay on every parameter), gradients clipped to a global norm before the
 step, learning rate multiplied by ``lr_gamma`` after each epoch in ``lr_steps``. Writes ``last.pt`` every
-epoch, ``best.pt`` when validation improves top-1, ``epoch_N.pt`` every ``save_interval`` epochs, and
-``metrics.csv`` and the resolved ``config.yaml`` in the output folder (``steps.csv``, ``curves.png`` and
-TensorBoard events come from ``runlog``).
+epoch and every ``checkpoint_steps`` optimizer steps, ``best.pt`` when validation improves top-1,
+``epoch_N.pt`` every ``save_interval`` epochs, ``metrics.csv``, ``bad_samples.csv`` and the resolved
+``config.yaml`` in the output folder (``steps.csv``, ``curves.png`` and TensorBoard events come from
+``runlog``). Resuming restores weights, optimiser, schedule, RNGs and the position in the epoch's data
+order, so an interrupted run ends with the weights an uninterrupted one would have.
 """
 
 from __future__ import annotations
@@ -12,7 +14,8 @@ from __future__ import annotations
 import csv
 import logging
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -25,7 +28,9 @@ from tsnctl.engine.checkpoint import load_checkpoint, save_checkpoint
 from tsnctl.engine.evaluate import evaluate_all
 from tsnctl.engine.loaders import class_names, clip_loader, model_input, read_split, resolve_device, set_loader_epoch
 from tsnctl.engine.metrics import accuracy
+from tsnctl.engine.resume import newest_checkpoint, restore_rng, rng_state, trim_metrics
 from tsnctl.engine.runlog import IntervalStats, RunLog
+from tsnctl.engine.safety import BadSampleLog, StopRequest, check_loss, step_consensus, stop_if_requested
 from tsnctl.errors import UserError
 from tsnctl.models.tsn import TSN, build_model
 from tsnctl.progress import ProgressFn, no_progress
@@ -45,6 +50,15 @@ class EpochStats:
 
 
 @dataclass
+class EpochPosition:
+    """Where a run is inside an epoch: micro-batches done and the running sums behind the epoch's means."""
+
+    step: int = 0
+    sums: dict[str, float] = field(default_factory=lambda: {"loss": 0.0, "top1": 0.0, "top5": 0.0, "counted": 0})
+    stop: bool = False  # some rank was asked to stop (agreed by all ranks at the last micro-batch)
+
+
+@dataclass
 class TrainResult:
     output_dir: Path
     epochs_run: int
@@ -53,10 +67,11 @@ class TrainResult:
     step_losses: list[float]  # training loss of every step of this run, averaged over ranks
 
 
-def train(cfg: Config, output_dir: str | Path, validate: bool = False, resume: bool = False,
+def train(cfg: Config, output_dir: str | Path, validate: bool = False, resume: bool | str | Path = False,
           progress: ProgressFn = no_progress) -> TrainResult:
     """Train a TSN as configured; returns where it wrote and the validation results.
 
+    ``resume``: True continues from the newest checkpoint in ``output_dir``, a path from that file.
     In a process group (see ``tsnctl.engine.distributed``) every rank trains on its share of each global
     batch; only rank 0 logs, reports progress and writes files.
     """
@@ -96,124 +111,203 @@ def train(cfg: Config, output_dir: str | Path, validate: bool = False, resume: b
                                 weight_decay=cfg.train.weight_decay)
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=cfg.train.lr_steps,
                                                      gamma=cfg.train.lr_gamma)
-    start_epoch, best_top1 = 0, None
+    scaler = torch.amp.GradScaler(device.type, enabled=cfg.train.amp == "fp16")
+    start_epoch, best_top1, global_step, position = 0, None, 0, EpochPosition()
     if resume:
-        start_epoch, best_top1 = _resume(output_dir / "last.pt", model, optimizer, scheduler)
-        log.info("resumed from %s after epoch %d", output_dir / "last.pt", start_epoch)
+        path = newest_checkpoint(output_dir) if resume is True else Path(resume)
+        start_epoch, best_top1, global_step, position = _resume(path, model, optimizer, scheduler, scaler)
+        if dist.is_main():
+            trim_metrics(output_dir / "metrics.csv", start_epoch)
+        log.info("resumed from %s at epoch %d, step %d", path, start_epoch + 1, position.step)
     if dist.is_main():
         save_config(cfg, output_dir / "config.yaml")
     run_log = RunLog(output_dir) if dist.is_main() else None  # curves, steps.csv, TensorBoard: rank 0 only
+    bad_log = BadSampleLog(output_dir / "bad_samples.csv", len(train_samples), cfg.train.max_bad_fraction,
+                           resume=bool(resume))
     net = dist.parallel_model(model, device, cfg.train)
-    scaler = torch.amp.GradScaler(device.type, enabled=cfg.train.amp == "fp16")
+
+    def save(paths: list[Path], epoch: int, pos: EpochPosition) -> None:
+        """Everything a resume needs; ``epoch`` counts completed epochs, ``step`` the micro-batches into the
+        next. Called on every rank (each one's RNG state is kept); rank 0 writes."""
+        rngs = dist.all_ranks([rng_state()])
+        state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                 "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "epoch": epoch,
+                 "step": pos.step, "global_step": global_step, "epoch_sums": dict(pos.sums), "rng": rngs[0],
+                 "rng_ranks": rngs, "config": cfg.to_dict(), "class_names": names, "best_top1": best_top1}
+        for path in paths if dist.is_main() else []:
+            save_checkpoint(path, state)
+
+    def after_step(epoch: int, pos: EpochPosition) -> None:
+        """After each optimizer step: a mid-epoch checkpoint every ``checkpoint_steps``, and stop signals."""
+        nonlocal global_step
+        global_step += 1
+        stopping = stop.requested if dist.world_size() == 1 else pos.stop
+        every = cfg.train.checkpoint_steps
+        if stopping or (every and global_step % every == 0):
+            save([output_dir / "last.pt"], epoch, pos)
+            log.debug("saved last.pt at epoch %d step %d", epoch + 1, pos.step)
+        if stopping:
+            stop_if_requested(stop, output_dir, epoch, pos.step)
 
     last_val_top1, step_losses = None, []
-    for epoch in range(start_epoch, cfg.train.epochs):
-        set_loader_epoch(train_loader, epoch)  # the order depends on (seed, epoch) only: the same on resume
-        stats = train_one_epoch(net, train_loader, optimizer, device, epoch, cfg, progress, scaler, run_log)
-        step_losses += stats.step_losses
-        scheduler.step()
-        log.info("epoch %d/%d train: loss %.4f top1 %.2f top5 %.2f lr %.5f (data %.1fs, step %.1fs)",
-                 epoch + 1, cfg.train.epochs, stats.loss, stats.top1, stats.top5, stats.lr,
-                 stats.data_time, stats.step_time)
-        if dist.is_main():
-            _append_metrics(output_dir / "metrics.csv", epoch + 1, "train", stats.loss, stats.top1, stats.top5,
-                            stats.lr)
-        improved = False
-        if val_loader is not None:
-            logits, labels = evaluate_all(model, val_loader, device, progress, f"valid {epoch + 1}")
-            val_loss = nn.functional.cross_entropy(logits, labels).item()
-            last_val_top1 = accuracy(logits, labels, 1)
-            val_top5 = accuracy(logits, labels, 5)
-            improved = best_top1 is None or last_val_top1 > best_top1
-            best_top1 = last_val_top1 if improved else best_top1
-            log.info("epoch %d/%d valid: loss %.4f top1 %.2f top5 %.2f (best %.2f)", epoch + 1,
-                     cfg.train.epochs, val_loss, last_val_top1, val_top5, best_top1)
-            if dist.is_main():
-                _append_metrics(output_dir / "metrics.csv", epoch + 1, "valid", val_loss, last_val_top1, val_top5,
-                                stats.lr)
-        if not dist.is_main():
-            continue
-        state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                 "scheduler": scheduler.state_dict(), "epoch": epoch + 1, "config": cfg.to_dict(),
-                 "class_names": names, "best_top1": best_top1}
-        save_checkpoint(output_dir / "last.pt", state)
-        if improved:
-            save_checkpoint(output_dir / "best.pt", state)
-        if cfg.train.save_interval > 0 and (epoch + 1) % cfg.train.save_interval == 0:
-            save_checkpoint(output_dir / f"epoch_{epoch + 1}.pt", state)
-        if run_log is not None:
-            run_log.end_epoch(epoch + 1)
+    with StopRequest() as stop:
+        for epoch in range(start_epoch, cfg.train.epochs):
+            set_loader_epoch(train_loader, epoch, position.step)  # order fixed by (seed, epoch): resumable
+            stats = train_one_epoch(net, train_loader, optimizer, device, epoch, cfg, progress, scaler, run_log,
+                                    position, lambda pos, epoch=epoch: after_step(epoch, pos), bad_log, stop)
+            step_losses += stats.step_losses
+            scheduler.step()
+            position = EpochPosition()
+            bad_log.flush(epoch)
+            best_top1, last_val_top1, improved = _end_epoch(epoch, stats, model, val_loader, device, cfg,
+                                                            output_dir, best_top1, bad_log, progress)
+            periodic = cfg.train.save_interval > 0 and (epoch + 1) % cfg.train.save_interval == 0
+            save([output_dir / "last.pt"] + [output_dir / "best.pt"] * improved
+                 + [output_dir / f"epoch_{epoch + 1}.pt"] * periodic, epoch + 1, position)
+            if run_log is not None:
+                run_log.end_epoch(epoch + 1)
+            if step_consensus(1, stop)[1]:
+                stop_if_requested(stop, output_dir, epoch + 1, 0)
     if run_log is not None:
         run_log.close()
     return TrainResult(output_dir, cfg.train.epochs - start_epoch, best_top1, last_val_top1, step_losses)
 
 
+def _end_epoch(epoch: int, stats: EpochStats, model: TSN, val_loader, device: torch.device, cfg: Config,
+               output_dir: Path, best_top1: float | None, bad_log: BadSampleLog,
+               progress: ProgressFn) -> tuple[float | None, float | None, bool]:
+    """Log the epoch and validate (on every rank); returns (best top-1, this epoch's top-1, improved)."""
+    log.info("epoch %d/%d train: loss %.4f top1 %.2f top5 %.2f lr %.5f (data %.1fs, step %.1fs)",
+             epoch + 1, cfg.train.epochs, stats.loss, stats.top1, stats.top5, stats.lr,
+             stats.data_time, stats.step_time)
+    if dist.is_main():
+        _append_metrics(output_dir / "metrics.csv", epoch + 1, "train", stats.loss, stats.top1, stats.top5,
+                        stats.lr)
+    if val_loader is None:
+        return best_top1, None, False
+    logits, labels, bad = evaluate_all(model, val_loader, device, progress, f"valid {epoch + 1}")
+    bad_log.record("val", epoch, bad, gathered=True)
+    if not len(labels):
+        raise UserError(f"{cfg.data.val_list}: no validation clip could be read (see {bad_log.path})", exit_code=1)
+    val_loss = nn.functional.cross_entropy(logits, labels).item()
+    top1, top5 = accuracy(logits, labels, 1), accuracy(logits, labels, 5)
+    improved = best_top1 is None or top1 > best_top1
+    best_top1 = top1 if improved else best_top1
+    log.info("epoch %d/%d valid: loss %.4f top1 %.2f top5 %.2f (best %.2f)", epoch + 1,
+             cfg.train.epochs, val_loss, top1, top5, best_top1)
+    if dist.is_main():
+        _append_metrics(output_dir / "metrics.csv", epoch + 1, "valid", val_loss, top1, top5, stats.lr)
+    return best_top1, top1, improved
+
+
 def train_one_epoch(model: nn.Module, loader, optimizer: torch.optim.Optimizer, device: torch.device, epoch: int,
                     cfg: Config, progress: ProgressFn = no_progress, scaler: torch.amp.GradScaler | None = None,
-                    run_log: RunLog | None = None) -> EpochStats:
+                    run_log: RunLog | None = None, position: EpochPosition | None = None,
+                    after_step: Callable[[EpochPosition], None] | None = None,
+                    bad_log: BadSampleLog | None = None, stop: StopRequest | None = None) -> EpochStats:
     """One pass over the training loader; returns the epoch's mean loss and accuracies (over all ranks).
 
     ``model`` may be DDP-wrapped. Every ``train.accumulate`` micro-batches make one optimizer step, each
     contributing ``loss / accumulate``: the gradient of the mean loss over the combined batch.
+    ``position`` carries the micro-batches already done (a resumed epoch: the loader starts after them)
+    and their sums; ``after_step`` runs after every optimizer step (checkpoints, stop signals). Unreadable
+    clips are left out of their batch and recorded in ``bad_log``; a batch with none left is skipped (on
+    every rank, when any rank's share is empty), never refilled.
     """
     model.train()
     scaler = scaler or torch.amp.GradScaler(device.type, enabled=False)
+    pos = position or EpochPosition()
+    sums = pos.sums
     accumulate = cfg.train.accumulate
-    total = len(loader) // accumulate * accumulate  # a trailing incomplete accumulation group is skipped
-    sums = {"loss": 0.0, "top1": 0.0, "top5": 0.0}
+    # a trailing incomplete accumulation group is skipped
+    total = (pos.step + len(loader)) // accumulate * accumulate
     step_losses: list[float] = []
     data_time = step_time = 0.0
     lr = optimizer.param_groups[0]["lr"]
     tick = time.perf_counter()
-    for step, (clips, labels) in enumerate(loader, start=1):
+    for step, (clips, labels, bad) in enumerate(loader, start=pos.step + 1):
         if step > total:
             break
-        clips, labels = model_input(clips, device), labels.to(device, non_blocking=True)
+        if bad and bad_log is not None:
+            bad_log.record("train", epoch, bad)
         started = time.perf_counter()
         data_time += started - tick
         ends_group = step % accumulate == 0
-        with dist.no_sync_unless(model, ends_group):
-            with dist.autocast(device, cfg.train.amp):
-                logits = model(clips).float()
-            loss = nn.functional.cross_entropy(logits, labels)
-            scaler.scale(loss / accumulate).backward()
+        has_clips, pos.stop = step_consensus(len(labels), stop)
+        if has_clips:
+            values = _forward_backward(model, scaler, model_input(clips, device),
+                                       labels.to(device, non_blocking=True), cfg, ends_group, epoch, step, total)
+            step_losses.append(values[0])
+            for key, value in zip(("loss", "top1", "top5"), values, strict=True):
+                sums[key] += value
+            sums["counted"] += 1
         if ends_group:
-            if cfg.train.clip_grad_norm > 0:
-                # Clip first; SGD adds weight decay to the clipped gradient (the reference's order).
-                scaler.unscale_(optimizer)
-                nn.utils.clip_grad_norm_(model.parameters(), cfg.train.clip_grad_norm)
-            scaler.step(optimizer)
-            scaler.update()
-            optimizer.zero_grad(set_to_none=True)
+            _optimizer_step(model, optimizer, scaler, cfg.train.clip_grad_norm)
         tick = time.perf_counter()
         step_time += tick - started
-        values = dist.mean_over_ranks([loss.item(), accuracy(logits.detach(), labels, 1),
-                                       accuracy(logits.detach(), labels, 5)])
-        step_losses.append(values[0])
-        for key, value in zip(sums, values, strict=True):
-            sums[key] += value
-        status = (f"loss {sums['loss'] / step:.3f} top1 {sums['top1'] / step:.1f} lr {lr:.4g} "
+        pos.step = step
+        counted = max(sums["counted"], 1)
+        status = (f"loss {sums['loss'] / counted:.3f} top1 {sums['top1'] / counted:.1f} lr {lr:.4g} "
                   f"data/step {data_time:.1f}s/{step_time:.1f}s")
         progress(f"train {epoch + 1}/{cfg.train.epochs}", step, total, status)
         if step % cfg.train.log_interval == 0:
             log.info("epoch %d step %d/%d: loss %.4f top1 %.2f top5 %.2f lr %.5f", epoch + 1, step, total,
-                     sums["loss"] / step, sums["top1"] / step, sums["top5"] / step, lr)
+                     sums["loss"] / counted, sums["top1"] / counted, sums["top5"] / counted, lr)
             if run_log is not None:
-                run_log.interval(IntervalStats(epoch + 1, step, total, sums["loss"] / step, sums["top1"] / step,
-                                               sums["top5"] / step, lr, data_time, step_time))
-    if not torch.isfinite(torch.tensor(sums["loss"])):
-        raise UserError(f"training diverged in epoch {epoch + 1} (loss is not finite); lower train.lr",
-                        exit_code=1)
-    return EpochStats(sums["loss"] / total, sums["top1"] / total, sums["top5"] / total, lr, data_time, step_time,
-                      step_losses)
+                run_log.interval(IntervalStats(epoch + 1, step, total, sums["loss"] / counted,
+                                               sums["top1"] / counted, sums["top5"] / counted, lr, data_time,
+                                               step_time))
+        if ends_group and after_step is not None:
+            after_step(pos)
+    counted = max(sums["counted"], 1)
+    return EpochStats(sums["loss"] / counted, sums["top1"] / counted, sums["top5"] / counted, lr, data_time,
+                      step_time, step_losses)
 
 
-def _resume(path: Path, model: TSN, optimizer, scheduler) -> tuple[int, float | None]:
+def _forward_backward(model: nn.Module, scaler: torch.amp.GradScaler, clips: torch.Tensor, labels: torch.Tensor,
+                      cfg: Config, ends_group: bool, epoch: int, step: int, total: int) -> list[float]:
+    """One micro-batch: loss and accuracies averaged over ranks, checked finite before any gradient."""
+    with dist.no_sync_unless(model, ends_group):
+        with dist.autocast(device=clips.device, amp=cfg.train.amp):
+            logits = model(clips).float()
+        loss = nn.functional.cross_entropy(logits, labels)
+        # Averaged before backward, so every rank sees a NaN on any rank and all stop at the same step.
+        values = dist.mean_over_ranks([loss.item(), accuracy(logits.detach(), labels, 1),
+                                       accuracy(logits.detach(), labels, 5)])
+        check_loss(values[0], epoch, step, total)
+        scaler.scale(loss / cfg.train.accumulate).backward()
+    return values
+
+
+def _optimizer_step(model: nn.Module, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
+                    clip_grad_norm: float) -> None:
+    if all(p.grad is None for group in optimizer.param_groups for p in group["params"]):
+        return  # every micro-batch of the group was unreadable
+    if clip_grad_norm > 0:
+        # Clip first; SGD adds weight decay to the clipped gradient (the reference's order).
+        scaler.unscale_(optimizer)
+        nn.utils.clip_grad_norm_(model.parameters(), clip_grad_norm)
+    scaler.step(optimizer)
+    scaler.update()
+    optimizer.zero_grad(set_to_none=True)
+
+
+def _resume(path: Path, model: TSN, optimizer, scheduler, scaler: torch.amp.GradScaler
+            ) -> tuple[int, float | None, int, EpochPosition]:
+    """Load a checkpoint into the run; returns (epochs done, best top-1, global step, position in the epoch)."""
     state = load_checkpoint(path)
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
-    return int(state["epoch"]), state.get("best_top1")
+    if scaler.is_enabled() and state.get("scaler"):  # fp16: the loss scale reached so far
+        scaler.load_state_dict(state["scaler"])
+    ranks = state.get("rng_ranks") or []
+    if len(ranks) == dist.world_size():  # each rank continues its own dropout stream
+        restore_rng(ranks[dist.rank()])
+    elif "rng" in state and dist.world_size() == 1:
+        restore_rng(state["rng"])
+    position = EpochPosition(int(state.get("step", 0)), dict(state.get("epoch_sums") or EpochPosition().sums))
+    return int(state["epoch"]), state.get("best_top1"), int(state.get("global_step", 0)), position
 
 
 def _append_metrics(path: Path, epoch: int, split: str, loss: float, top1: float, top5: float, lr: float) -> None:
