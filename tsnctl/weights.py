@@ -13,7 +13,7 @@ from pathlib import Path
 from tsnctl.config import Config, config_from_dict
 from tsnctl.engine.checkpoint import load_checkpoint
 from tsnctl.errors import UserError
-from tsnctl.models.tsn import TSN
+from tsnctl.models.tsn import TSN, build_model
 
 log = logging.getLogger("tsnctl")
 
@@ -37,7 +37,7 @@ def load_for_inference(weights: str | Path, cfg: Config | None = None) -> Loaded
         cfg.model = stored.model
     # The backbone comes from the checkpoint itself: never reload pretrained weights here.
     cfg.model.pretrained = ""
-    model = TSN(cfg.model.backbone, cfg.model.num_classes, cfg.model.dropout, cfg.model.fc_std)
+    model = build_model(cfg.model)  # with the checkpoint's temporal shift settings, if any
     try:
         result = model.load_state_dict(state["model"], strict=False)
     except RuntimeError as exc:  # shape mismatches

@@ -14,6 +14,7 @@ from tsnctl.data.dataset import ClipSettings
 from tsnctl.data.presets import VIEWS_PER_FRAME
 from tsnctl.engine.loaders import clip_loader, model_input, read_split, resolve_device
 from tsnctl.engine.metrics import accuracy, mean_class_accuracy
+from tsnctl.models.tsm import set_num_segments
 from tsnctl.progress import ProgressFn, no_progress
 
 log = logging.getLogger("tsnctl")
@@ -27,6 +28,7 @@ def evaluate(model: torch.nn.Module, loader, device: torch.device, progress: Pro
     ``max_views > 0`` bounds the views per forward pass (see ``chunked_logits``).
     """
     model.eval()
+    set_num_segments(model, loader.dataset.settings.num_seg)  # the clip length of a temporal shift
     all_logits, all_labels = [], []
     total = len(loader)
     for step, (clips, labels) in enumerate(loader, start=1):

@@ -1,10 +1,10 @@
 """Training: the reference optimiser and schedule, in plain loops you can step through.
 
 SGD (momentum 0.9, weight decay on every parameter), gradients clipped to a global norm before the
-step, learning rate multiplied by ``lr_gamma`` after each epoch in ``lr_steps``. Writes ``last.pt`` every
-epoch, ``best.pt`` when validation improves top-1, ``epoch_N.pt`` every ``save_interval`` epochs, and
-``metrics.csv`` and the resolved ``config.yaml`` in the output folder (``steps.csv``, ``curves.png`` and
-TensorBoard events come from ``runlog``).
+step, learning rate multiplied by ``lr_gamma`` after each epoch in ``lr_steps`` (warm-up and the fc's lr
+multiplier: ``engine/optim.py``). Writes ``last.pt`` every epoch, ``best.pt`` when validation improves
+top-1, ``epoch_N.pt`` every ``save_interval`` epochs, and ``metrics.csv`` and the resolved ``config.yaml``
+in the output folder (``steps.csv``, ``curves.png`` and TensorBoard events come from ``runlog``).
 """
 
 from __future__ import annotations
@@ -24,8 +24,10 @@ from tsnctl.engine.checkpoint import load_checkpoint, save_checkpoint
 from tsnctl.engine.evaluate import evaluate
 from tsnctl.engine.loaders import class_names, clip_loader, model_input, read_split, resolve_device, set_loader_epoch
 from tsnctl.engine.metrics import accuracy
+from tsnctl.engine.optim import build_optimizer, build_scheduler
 from tsnctl.engine.runlog import IntervalStats, RunLog
 from tsnctl.errors import UserError
+from tsnctl.models.tsm import set_num_segments
 from tsnctl.models.tsn import TSN, build_model
 from tsnctl.progress import ProgressFn, no_progress
 
@@ -79,10 +81,8 @@ def train(cfg: Config, output_dir: str | Path, validate: bool = False, resume: b
             cfg.valid.batch_size, cfg.data.num_workers)
 
     model = build_model(cfg.model).to(device)
-    optimizer = torch.optim.SGD(model.parameters(), lr=cfg.train.lr, momentum=cfg.train.momentum,
-                                weight_decay=cfg.train.weight_decay)
-    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=cfg.train.lr_steps,
-                                                     gamma=cfg.train.lr_gamma)
+    optimizer = build_optimizer(model, cfg.train)
+    scheduler = build_scheduler(optimizer, cfg.train)
     start_epoch, best_top1 = 0, None
     if resume:
         start_epoch, best_top1 = _resume(output_dir / "last.pt", model, optimizer, scheduler)
@@ -129,6 +129,7 @@ def train_one_epoch(model: TSN, loader, optimizer: torch.optim.Optimizer, device
                     cfg: Config, progress: ProgressFn = no_progress, run_log: RunLog | None = None) -> EpochStats:
     """One pass over the training loader; returns the epoch's mean loss and accuracies."""
     model.train()
+    set_num_segments(model, loader.dataset.settings.num_seg)  # the clip length of a temporal shift
     total = len(loader)
     sums = {"loss": 0.0, "top1": 0.0, "top5": 0.0}
     data_time = step_time = 0.0
