@@ -43,8 +43,7 @@ class ModelConfig:
     dropout: float = 0.4  # applied to the averaged feature, before the fc
     fc_std: float = 0.01  # fc weight init: Normal(0, fc_std), bias 0
     pretrained: str = ""  # "" (random init), "imagenet", or a path to a torchvision ResNet state dict
-    # Temporal Shift Module (TSM): shift channels between neighbouring segments in every residual block.
-    temporal_shift: bool = False
+    temporal_shift: bool = False  # TSM: shift channels between neighbouring segments in every residual block
     shift_div: int = 8  # 1/shift_div of the channels move forward in time, 1/shift_div backward
     shift_place: str = "residual"  # residual: start of each block's residual branch (the paper's choice)
     shift_segments: int = 0  # clip length T the shift runs over; 0: the num_seg of the mode (train/valid/test)
