@@ -4,7 +4,7 @@ The direction classes come in pairs whose clips are each other's time reversal (
 in/out), so per-frame appearance names the pair but never the direction. TSN, which averages per-frame
 features, should be near chance on the direction within a pair; TSM should be well above.
 
-    PYTHONPATH=. python benchmarks/tsm_vs_tsn.py [--out runs/tsm_vs_tsn] [--epochs 12] [--train-per-class 40]
+    PYTHONPATH=. python benchmarks/tsm_vs_tsn.py [--out runs/tsm_vs_tsn] [--epochs 10] [--train-per-class 32]
 
 Prints one table: video top-1 over 4 classes, pair accuracy (drift vs zoom) and direction accuracy
 (the share of videos whose pair was right that also got the direction right; chance 50%).
