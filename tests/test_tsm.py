@@ -148,3 +148,15 @@ def test_direction_pairs_are_time_reversals(tmp_path):
         # Same frames in the opposite order (up to noise and codec error); in the same order they differ.
         assert np.abs(a[::-1] - b).mean() < 8
         assert np.abs(a - b).mean() > 2 * np.abs(a[::-1] - b).mean()
+
+
+def test_chunked_test_passes_keep_whole_clips_for_the_shift():
+    from tsnctl.engine.evaluate import chunked_logits
+
+    model = tsm().eval()
+    set_num_segments(model, 3)
+    clips = torch.randint(0, 256, (1, 9, 3, 32, 32), dtype=torch.uint8)  # 3 crops x 3 segments, as loaded
+    with torch.no_grad():
+        whole = chunked_logits(model, clips, torch.device("cpu"))
+        chunked = chunked_logits(model, clips, torch.device("cpu"), max_views=4)  # rounded down to 3 views
+    torch.testing.assert_close(chunked, whole, rtol=1e-4, atol=1e-3)

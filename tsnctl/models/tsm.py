@@ -79,3 +79,8 @@ def set_num_segments(model: nn.Module, num_segments: int) -> None:
     for module in model.modules():
         if isinstance(module, ShiftConv2d):
             module.num_segments = module.fixed_segments or num_segments
+
+
+def clip_length(model: nn.Module) -> int:
+    """The T a shift in ``model`` regroups views by (1 without shift): views may only be split at multiples."""
+    return next((m.num_segments for m in model.modules() if isinstance(m, ShiftConv2d)), 1)
