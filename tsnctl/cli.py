@@ -137,12 +137,15 @@ def demo_data(
     train_per_class: Annotated[int, typer.Option(help="Training clips per class.")] = 30,
     val_per_class: Annotated[int, typer.Option(help="Validation clips per class.")] = 10,
     seed: Annotated[int, typer.Option(help="Random seed; the same seed renders the same clips.")] = 0,
+    kind: Annotated[str, typer.Option(help="shapes: 6 classes of moving shapes and textures; direction: 4 "
+                                           "classes told apart only by the direction of motion (drift up/"
+                                           "down, zoom in/out), which TSN cannot learn and TSM can.")] = "shapes",
 ) -> None:
-    """Render a small synthetic action dataset (6 classes of moving shapes) as mp4 clips."""
+    """Render a small synthetic action dataset as mp4 clips (--kind shapes or direction)."""
     from tsnctl.demo_data import make_demo_data
 
     with rich_progress() as progress:
-        summary = make_demo_data(out, train_per_class, val_per_class, seed, progress)
+        summary = make_demo_data(out, train_per_class, val_per_class, seed, progress, kind)
     out_console.print(f"wrote {summary.clips} clips of {len(summary.classes)} classes to {summary.root}: "
                       f"{summary.train_list.name}, {summary.val_list.name}, {summary.label_file.name}")
 
@@ -182,7 +185,7 @@ def extract_frames(
         out_console.print(f"class names (from folder names) -> {summary.label_file}")
     if summary.failed:
         for _video, reason in summary.failed:
-            err_console.print(f"[red]failed:[/] {reason}", highlight=False)
+            err_console.print(f"[red]failed:[/] {reason}", highlight=False, soft_wrap=True)
         raise UserError(f"{len(summary.failed)} of {len(summary.failed) + summary.videos} videos could not be "
                         "extracted (listed above); they are not in the frame list", exit_code=1)
 
