@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -181,6 +182,12 @@ class NanAt(torch.nn.Module):
         return out * float("nan") if self.calls >= self.bad_step else out
 
 
+class Batches(list):
+    """A stand-in loader: its batches, and the clip settings ``train_one_epoch`` reads."""
+
+    dataset = SimpleNamespace(settings=SimpleNamespace(num_seg=1))
+
+
 def uint8_clips(n: int) -> torch.Tensor:
     """``n`` loader-style uint8 clips ``[n, 1, 3, 2, 2]`` (the loop normalizes them)."""
     return torch.randint(0, 256, (n, 1, 3, 2, 2), dtype=torch.uint8)
@@ -189,7 +196,7 @@ def uint8_clips(n: int) -> torch.Tensor:
 def test_nan_loss_stops_at_that_step_before_updating_weights():
     model = NanAt(bad_step=2)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
-    batches = [(uint8_clips(2), torch.tensor([0, 1]), []) for _ in range(3)]
+    batches = Batches((uint8_clips(2), torch.tensor([0, 1]), []) for _ in range(3))
     saved = []
 
     def after_step(position: EpochPosition) -> None:
@@ -210,8 +217,8 @@ def test_all_bad_batch_is_skipped_and_recorded():
             recorded.extend(bad)
 
     model = NanAt(bad_step=99)
-    batches = [(torch.empty(0), torch.empty(0, dtype=torch.long), [BadClip(3, "x.mp4", "x.mp4: empty file")]),
-               (uint8_clips(2), torch.tensor([0, 1]), [])]
+    batches = Batches([(torch.empty(0), torch.empty(0, dtype=torch.long), [BadClip(3, "x.mp4", "x.mp4: empty file")]),
+                       (uint8_clips(2), torch.tensor([0, 1]), [])])
     position = EpochPosition()
     stats = train_one_epoch(model, batches, torch.optim.SGD(model.parameters(), lr=0.1), torch.device("cpu"), 0,
                             Config(), position=position, bad_log=Log())

@@ -137,12 +137,15 @@ def demo_data(
     train_per_class: Annotated[int, typer.Option(help="Training clips per class.")] = 30,
     val_per_class: Annotated[int, typer.Option(help="Validation clips per class.")] = 10,
     seed: Annotated[int, typer.Option(help="Random seed; the same seed renders the same clips.")] = 0,
+    kind: Annotated[str, typer.Option(help="shapes: 6 classes of moving shapes and textures; direction: 4 "
+                                           "classes told apart only by the direction of motion (drift up/"
+                                           "down, zoom in/out), which TSN cannot learn and TSM can.")] = "shapes",
 ) -> None:
-    """Render a small synthetic action dataset (6 classes of moving shapes) as mp4 clips."""
+    """Render a small synthetic action dataset as mp4 clips (--kind shapes or direction)."""
     from tsnctl.demo_data import make_demo_data
 
     with rich_progress() as progress:
-        summary = make_demo_data(out, train_per_class, val_per_class, seed, progress)
+        summary = make_demo_data(out, train_per_class, val_per_class, seed, progress, kind)
     out_console.print(f"wrote {summary.clips} clips of {len(summary.classes)} classes to {summary.root}: "
                       f"{summary.train_list.name}, {summary.val_list.name}, {summary.label_file.name}")
 

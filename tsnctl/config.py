@@ -44,11 +44,15 @@ class ModelConfig:
     fc_std: float = 0.01  # fc weight init: Normal(0, fc_std), bias 0
     pretrained: str = ""  # backbone init: "" (random), "imagenet", or a weights file (any format of tsnctl/weights.py)
     init_from: str = ""  # start from a model's weights: backbone, and head when its classes match; wins over pretrained
+    temporal_shift: bool = False  # TSM: shift channels between neighbouring segments in every residual block
+    shift_div: int = 8  # 1/shift_div of the channels move forward in time, 1/shift_div backward
+    shift_place: str = "residual"  # residual: start of each block's residual branch (the paper's choice)
+    shift_segments: int = 0  # clip length T the shift runs over; 0: the num_seg of the mode (train/valid/test)
 
 
 @dataclass
 class TrainConfig:
-    """Optimiser, schedule and sampling for training (SGD, step decay per epoch)."""
+    """Optimiser, schedule and sampling for training (SGD, optional warm-up, step decay per epoch)."""
 
     num_seg: int = 3  # segments sampled per clip
     batch_size: int = 32  # clips per step (per GPU)
@@ -56,6 +60,9 @@ class TrainConfig:
     lr: float = 0.01  # the reference uses 0.01 for a global batch of 256 (8 GPUs x 32)
     lr_steps: list[int] = field(default_factory=lambda: [40, 80])  # epochs after which lr *= lr_gamma
     lr_gamma: float = 0.1  # factor applied to lr at each epoch of lr_steps
+    warmup_epochs: int = 0  # linear warm-up over the first epochs (per epoch), from warmup_ratio x lr to lr
+    warmup_ratio: float = 0.1  # lr factor of the first warm-up epoch
+    fc_lr_mult: float = 1.0  # the classifier's (fc weight and bias) lr = lr x fc_lr_mult
     momentum: float = 0.9  # SGD momentum (not Nesterov)
     weight_decay: float = 1e-4  # on all parameters, BN and biases included, as in the reference
     clip_grad_norm: float = 40.0  # global gradient norm limit; 0 disables clipping
@@ -108,6 +115,7 @@ class Config:
 CHOICES: dict[str, tuple[str, ...]] = {
     "data.format": ("frames", "video"),
     "model.backbone": ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152"),
+    "model.shift_place": ("residual",),
     "test.crop": ("ten", "three", "center"),
     "train.amp": ("none", "bf16", "fp16"),
 }
@@ -195,6 +203,11 @@ def validate(cfg: Config) -> None:
         raise UserError("config: train.max_bad_fraction must be in [0, 1]")
     if not 0.0 <= cfg.model.dropout < 1.0:
         raise UserError("config: model.dropout must be in [0, 1)")
+    if cfg.model.shift_div < 2 or cfg.model.shift_segments < 0:
+        raise UserError("config: model.shift_div must be at least 2 and model.shift_segments at least 0")
+    if cfg.train.warmup_epochs < 0 or not 0.0 < cfg.train.warmup_ratio <= 1.0 or cfg.train.fc_lr_mult <= 0:
+        raise UserError("config: train.warmup_epochs must be >= 0, train.warmup_ratio in (0, 1] and "
+                        "train.fc_lr_mult positive")
 
 
 def save_config(cfg: Config, path: str | Path) -> None:

@@ -166,13 +166,22 @@ def _contrasting_color(rng: np.random.Generator, background: np.ndarray) -> tupl
 
 
 def make_demo_data(out: str | Path, train_per_class: int = 30, val_per_class: int = 10, seed: int = 0,
-                   progress: ProgressFn = no_progress) -> DemoSummary:
-    """Render the demo dataset into ``out``."""
+                   progress: ProgressFn = no_progress, kind: str = "shapes") -> DemoSummary:
+    """Render the demo dataset into ``out``: ``kind`` shapes (6 kinds of motion, this module) or direction
+    (4 classes told apart only by the direction of motion, ``demo_direction.py``)."""
     out = Path(out)
     if train_per_class < 1 or val_per_class < 1:
         raise UserError("--train-per-class and --val-per-class must be at least 1")
+    match kind:
+        case "shapes":
+            names, render = list(CLASSES), render_clip
+        case "direction":
+            from tsnctl.demo_direction import CLASS_NAMES, render_direction_clip
+
+            names, render = list(CLASS_NAMES), render_direction_clip
+        case _:
+            raise UserError(f"unknown demo data kind {kind!r}; choose one of shapes, direction")
     rng = np.random.default_rng(seed)
-    names = list(CLASSES)
     splits: dict[str, list[str]] = {"train": [], "val": []}
     total, done = len(names) * (train_per_class + val_per_class), 0
     for label, cls in enumerate(names):
@@ -180,7 +189,7 @@ def make_demo_data(out: str | Path, train_per_class: int = 30, val_per_class: in
         for split, count in (("train", train_per_class), ("val", val_per_class)):
             for i in range(count):
                 rel = f"videos/{cls}/{split}_{i:03d}.mp4"
-                render_clip(out / rel, cls, rng)
+                render(out / rel, cls, rng)
                 splits[split].append(f"{rel} {label}\n")
                 done += 1
                 progress("render demo clips", done, total, cls)

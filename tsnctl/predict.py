@@ -23,6 +23,7 @@ from tsnctl.data.lists import Sample
 from tsnctl.data.sampling import eval_indices
 from tsnctl.data.transforms import normalize
 from tsnctl.errors import UserError
+from tsnctl.models.tsm import set_num_segments
 from tsnctl.progress import ProgressFn, no_progress
 
 Runner = Callable[[torch.Tensor], np.ndarray]  # uint8 clips [1, V, 3, H, W] -> logits [1, C]
@@ -40,6 +41,7 @@ class Predictor:
 def torch_predictor(model: torch.nn.Module, settings: ClipSettings, class_names: list[str],
                     device: torch.device) -> Predictor:
     model = model.eval().to(device)
+    set_num_segments(model, settings.num_seg)  # the clip length of a temporal shift
 
     @torch.no_grad()
     def run(clips: torch.Tensor) -> np.ndarray:

@@ -17,7 +17,7 @@ from tsnctl.config import Config, apply_overrides, config_from_dict
 from tsnctl.data.lists import read_labels
 from tsnctl.engine.checkpoint import save_checkpoint
 from tsnctl.errors import UserError
-from tsnctl.models.tsn import TSN
+from tsnctl.models.tsn import TSN, build_model
 from tsnctl.weight_formats import Weights, load_into, read_weights
 
 log = logging.getLogger("tsnctl")
@@ -59,7 +59,7 @@ def load_for_inference(weights: str | Path, cfg: Config | None = None, labels: s
         _check_full_model(imported, cfg, weights)
     # The weights come from the file itself: never reload pretrained or init_from weights here.
     cfg.model.pretrained = cfg.model.init_from = ""
-    model = TSN(cfg.model.backbone, cfg.model.num_classes, cfg.model.dropout, cfg.model.fc_std)
+    model = build_model(cfg.model)  # with the stored temporal shift settings, if any; loads nothing
     load_into(model, imported.tensors, str(weights), f"a {cfg.model.backbone} TSN with {cfg.model.num_classes} "
               "classes", imported.origin, imported.unknown)
     names, names_from = _class_names(cfg, imported.class_names, labels)

@@ -21,6 +21,7 @@ from tsnctl.engine.distributed import all_ranks, check_shared_memory, gather_by_
 from tsnctl.engine.loaders import clip_loader, model_input, read_split, resolve_device
 from tsnctl.engine.metrics import accuracy, mean_class_accuracy
 from tsnctl.errors import UserError
+from tsnctl.models.tsm import clip_length, set_num_segments
 from tsnctl.progress import ProgressFn, no_progress
 
 log = logging.getLogger("tsnctl")
@@ -35,6 +36,7 @@ def evaluate(model: torch.nn.Module, loader, device: torch.device, progress: Pro
     ``max_views > 0`` bounds the views per forward pass (see ``chunked_logits``).
     """
     model.eval()
+    set_num_segments(model, loader.dataset.settings.num_seg)  # the clip length of a temporal shift
     all_logits, all_labels, all_bad = [], [], []
     total = len(loader)
     for step, (clips, labels, bad) in enumerate(loader, start=1):
@@ -59,7 +61,8 @@ def chunked_logits(model: torch.nn.Module, clips: torch.Tensor, device: torch.de
     n, views = clips.shape[:2]
     if max_views <= 0 or n * views <= max_views:
         return model(model_input(clips, device))
-    step = max(1, max_views // n)
+    segments = clip_length(model)  # a temporal shift needs whole clips of T views in every chunk
+    step = max(segments, max_views // n // segments * segments)
     total = None
     for start in range(0, views, step):
         features = model.forward_features(model_input(clips[:, start : start + step], device)).sum(dim=1)

@@ -1,12 +1,13 @@
 """Training: the reference optimiser and schedule, in plain loops you can step through.
 
 SGD (momentum 0.9, weight decay on every parameter), gradients clipped to a global norm before the
-step, learning rate multiplied by ``lr_gamma`` after each epoch in ``lr_steps``. Writes ``last.pt`` every
-epoch and every ``checkpoint_steps`` optimizer steps, ``best.pt`` when validation improves top-1,
-``epoch_N.pt`` every ``save_interval`` epochs, ``metrics.csv``, ``bad_samples.csv`` and the resolved
-``config.yaml`` in the output folder (``steps.csv``, ``curves.png`` and TensorBoard events come from
-``runlog``). Resuming restores weights, optimiser, schedule, RNGs and the position in the epoch's data
-order, so an interrupted run ends with the weights an uninterrupted one would have.
+step, learning rate multiplied by ``lr_gamma`` after each epoch in ``lr_steps`` (warm-up and the fc's lr
+multiplier: ``engine/optim.py``). Writes ``last.pt`` every epoch and every ``checkpoint_steps`` optimizer
+steps, ``best.pt`` when validation improves top-1, ``epoch_N.pt`` every ``save_interval`` epochs,
+``metrics.csv``, ``bad_samples.csv`` and the resolved ``config.yaml`` in the output folder (``steps.csv``,
+``curves.png`` and TensorBoard events come from ``runlog``). Resuming restores weights, optimiser,
+schedule, RNGs and the position in the epoch's data order, so an interrupted run ends with the weights an
+uninterrupted one would have.
 """
 
 from __future__ import annotations
@@ -28,10 +29,12 @@ from tsnctl.engine.checkpoint import load_checkpoint, save_checkpoint
 from tsnctl.engine.evaluate import evaluate_all
 from tsnctl.engine.loaders import class_names, clip_loader, model_input, read_split, resolve_device, set_loader_epoch
 from tsnctl.engine.metrics import accuracy
+from tsnctl.engine.optim import build_optimizer, build_scheduler
 from tsnctl.engine.resume import newest_checkpoint, restore_rng, rng_state, trim_metrics
 from tsnctl.engine.runlog import IntervalStats, RunLog
 from tsnctl.engine.safety import BadSampleLog, StopRequest, check_loss, step_consensus, stop_if_requested
 from tsnctl.errors import UserError
+from tsnctl.models.tsm import set_num_segments
 from tsnctl.models.tsn import TSN, build_model
 from tsnctl.progress import ProgressFn, no_progress
 
@@ -107,10 +110,8 @@ def train(cfg: Config, output_dir: str | Path, validate: bool = False, resume: b
     model = dist.prepare_model(build_model(cfg.model), device, cfg.train)
     if dist.world_size() > 1:  # the same initial weights everywhere, but a different dropout mask per rank
         torch.manual_seed(cfg.train.seed + dist.rank())
-    optimizer = torch.optim.SGD(model.parameters(), lr=dist.scaled_lr(cfg.train), momentum=cfg.train.momentum,
-                                weight_decay=cfg.train.weight_decay)
-    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=cfg.train.lr_steps,
-                                                     gamma=cfg.train.lr_gamma)
+    optimizer = build_optimizer(model, cfg.train, dist.scaled_lr(cfg.train))
+    scheduler = build_scheduler(optimizer, cfg.train)
     scaler = torch.amp.GradScaler(device.type, enabled=cfg.train.amp == "fp16")
     start_epoch, best_top1, global_step, position = 0, None, 0, EpochPosition()
     if resume:
@@ -215,6 +216,7 @@ def train_one_epoch(model: nn.Module, loader, optimizer: torch.optim.Optimizer, 
     every rank, when any rank's share is empty), never refilled.
     """
     model.train()
+    set_num_segments(model, loader.dataset.settings.num_seg)  # the clip length of a temporal shift
     scaler = scaler or torch.amp.GradScaler(device.type, enabled=False)
     pos = position or EpochPosition()
     sums = pos.sums

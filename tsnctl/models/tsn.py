@@ -3,6 +3,8 @@
 Input ``[N, T', 3, H, W]`` (T' views per clip: segments, or segments x crops at test time) is folded to
 ``[N*T', 3, H, W]``; the backbone gives one pooled feature per view; the head averages the features of
 all views of a clip, then applies dropout and a linear layer. Output: logits ``[N, num_classes]``.
+With ``temporal_shift`` the backbone is a TSM (``models/tsm.py``): same weights and FLOPs, but its features
+mix neighbouring segments, so the view order matters and ``set_num_segments`` must give the clip length.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from torch import nn
 
 from tsnctl.config import ModelConfig
 from tsnctl.errors import UserError
+from tsnctl.models.tsm import add_temporal_shift
 from tsnctl.weight_formats import Weights, from_state_dict, load_into, read_weights
 
 log = logging.getLogger("tsnctl")
@@ -56,13 +59,16 @@ class TSN(nn.Module):
     """ResNet backbone + TSN head. ``forward(x [N, T', 3, H, W]) -> logits [N, num_classes]``."""
 
     def __init__(self, backbone: str = "resnet50", num_classes: int = 400, dropout: float = 0.4,
-                 fc_std: float = 0.01) -> None:
+                 fc_std: float = 0.01, temporal_shift: bool = False, shift_div: int = 8,
+                 shift_place: str = "residual", shift_segments: int = 0) -> None:
         super().__init__()
         if backbone not in BACKBONES:
             raise UserError(f"unknown backbone {backbone!r}; choose one of {', '.join(BACKBONES)}")
         resnet = BACKBONES[backbone]()  # torchvision's init: Kaiming normal convs, BN weight 1 / bias 0
         self.feature_dim = resnet.fc.in_features
         resnet.fc = nn.Identity()  # the backbone ends with global average pooling: [B, feature_dim]
+        if temporal_shift:
+            add_temporal_shift(resnet, shift_div, shift_place, shift_segments)
         self.backbone = resnet
         self.head = TSNHead(self.feature_dim, num_classes, dropout, fc_std)
 
@@ -79,8 +85,9 @@ class TSN(nn.Module):
 
 
 def build_model(cfg: ModelConfig) -> TSN:
-    """The TSN of a model config, initialised from ``cfg.init_from`` or else ``cfg.pretrained`` when set."""
-    model = TSN(cfg.backbone, cfg.num_classes, cfg.dropout, cfg.fc_std)
+    """The TSN (or TSM) of a model config, initialised from ``cfg.init_from`` or else ``cfg.pretrained`` when set."""
+    model = TSN(cfg.backbone, cfg.num_classes, cfg.dropout, cfg.fc_std, cfg.temporal_shift, cfg.shift_div,
+                cfg.shift_place, cfg.shift_segments)
     if cfg.init_from:
         init_from_weights(model, cfg.init_from, cfg.backbone)
     elif cfg.pretrained:
