@@ -169,6 +169,24 @@ def test_mmaction2_checkpoint_gives_the_source_logits(tmp_path, resnet, clips, m
     assert int(loaded.model.backbone.bn1.num_batches_tracked) == 7
 
 
+def test_mmaction2_tsm_checkpoint_loads_into_a_temporal_shift_model(tmp_path, resnet):
+    """MMAction2's ResNetTSM wraps each block's first conv (``conv1.conv.net.weight``); the shift has no weights."""
+    state = {key.replace(".conv1.conv.weight", ".conv1.conv.net.weight") if ".layer" in key else key: value
+             for key, value in mmaction_state(resnet).items()}
+    assert "backbone.layer1.0.conv1.conv.net.weight" in state
+    torch.save({"state_dict": state}, tmp_path / "tsm_mmaction.pth")
+    cfg = Config()
+    cfg.model.num_classes, cfg.model.temporal_shift, cfg.model.shift_segments = NUM_CLASSES, True, 4
+    loaded = load_for_inference(tmp_path / "tsm_mmaction.pth", cfg)
+    expected = TSN("resnet50", NUM_CLASSES, temporal_shift=True, shift_segments=4)
+    expected.backbone.load_state_dict({k: v for k, v in resnet.state_dict().items() if not k.startswith("fc.")})
+    expected.head.fc.load_state_dict(resnet.fc.state_dict())
+    clips = torch.randn(1, 4, 3, 64, 64, generator=torch.Generator().manual_seed(2))
+    torch.testing.assert_close(tsn_logits(loaded.model, clips), tsn_logits(expected, clips), rtol=1e-5, atol=1e-6)
+    reversed_frames = tsn_logits(loaded.model, clips.flip(1))
+    assert (reversed_frames - tsn_logits(loaded.model, clips)).abs().max() > 1e-4  # the shift is really there
+
+
 def test_torchvision_state_dict_and_convert_round_trip(tmp_path, resnet, clips):
     torch.save(resnet.state_dict(), tmp_path / "resnet50.pth")
     out = convert_weights(tmp_path / "resnet50.pth", tmp_path / "converted.pt")

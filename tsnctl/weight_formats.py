@@ -230,13 +230,15 @@ def _first_line(exc: Exception) -> str:
 
 
 _MM_STEM = re.compile(r"backbone\.conv1\.(conv\.weight|bn\.(\w+))")
-_MM_BLOCK = re.compile(r"backbone\.(layer\d\.\d+)\.conv(\d)\.(conv\.weight|bn\.(\w+))")
+# MMAction2's TSM wraps the first conv of each block: ``conv1.conv.net.weight`` (its TemporalShift has no weights).
+_MM_BLOCK = re.compile(r"backbone\.(layer\d\.\d+)\.conv(\d)\.(conv(?:\.net)?\.weight|bn\.(\w+))")
 _MM_SHORT = re.compile(r"backbone\.(layer\d\.\d+)\.downsample\.(conv\.weight|bn\.(\w+))")
 _MM_HEAD = re.compile(r"cls_head\.fc_cls\.(weight|bias)")
 
 
 def mmaction_key(key: str) -> str | None:
-    """TSN name of an MMAction2 1.x ResNet/TSNHead key (ConvModule = ``.conv`` + ``.bn``), or None."""
+    """TSN name of an MMAction2 1.x ResNet/ResNetTSM/TSNHead/TSMHead key (ConvModule = ``.conv`` + ``.bn``),
+    or None."""
     if match := _MM_HEAD.fullmatch(key):
         return f"head.fc.{match[1]}"
     if match := _MM_STEM.fullmatch(key):
