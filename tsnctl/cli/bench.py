@@ -1,0 +1,128 @@
+"""The bench commands: data path, model and extraction speed."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from tsnctl.cli.common import ConfigOpt, DeviceOpt, OverrideOpt, build_config, cli_errors, out_console, rich_progress
+
+bench_app = typer.Typer(help="Measure the data path, the model and frame extraction (tables, optional JSON).",
+                        no_args_is_help=True)
+
+
+JsonOpt = Annotated[Path | None, typer.Option("--json", help="Also write the results as JSON to this file.")]
+
+
+def _csv(text: str) -> tuple[str, ...]:
+    return tuple(x.strip() for x in text.split(",") if x.strip())
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
+def _write_json(path: Path | None, result: object) -> None:
+    if path:
+        import dataclasses
+
+        path.write_text(json.dumps(dataclasses.asdict(result), indent=2) + "\n")
+        out_console.print(f"wrote {path}")
+
+
+@bench_app.command("data")
+@cli_errors
+def bench_data(
+    config: ConfigOpt = None,
+    override: OverrideOpt = None,
+    formats: Annotated[str, typer.Option(help="Comma-separated: frames, video.")] = "frames,video",
+    modes: Annotated[str, typer.Option(help="Comma-separated: train, valid, test.")] = "train,valid,test",
+    min_time: Annotated[float, typer.Option(help="Seconds each pipeline runs per case.")] = 2.0,
+    baseline: Annotated[bool, typer.Option(help="Run the reference's per-image path side by side.")] = True,
+    device: Annotated[str, typer.Option("--device", help="Where batches are normalized: cpu, or cuda as in GPU "
+                                                         "training (host-to-device copy included).")] = "cpu",
+    json_file: JsonOpt = None,
+) -> None:
+    """Data path ms per sample by stage, on one core, against the reference's per-image path.
+
+    Uses the config's lists when it names any, else generated 340x256 JPEG folders and H.264 clips."""
+    from tsnctl.bench.data import bench_data as run
+
+    cfg = build_config(config, override)
+    with rich_progress() as progress:
+        result = run(cfg, _csv(formats), _csv(modes), min_time, baseline, device, progress)
+    out_console.print(f"bench data on {result.source}; one core, ms per sample; batches normalized on "
+                      f"{result.device}", highlight=False)
+    stages = Table(title="stages (each timed alone)", title_justify="left")
+    for column in ("format", "mode", "views", "read", "decode", "transform", "collate", "normalize"):
+        stages.add_column(column, justify="left" if column in ("format", "mode") else "right")
+    speed = Table(title="against the reference's per-image path, side by side", title_justify="left")
+    for column in ("format", "mode", "loader", "+normalize", "samples/s", "reference", "speed-up", "loader only"):
+        speed.add_column(column, justify="left" if column in ("format", "mode") else "right")
+    for case in result.cases:
+        stages.add_row(case.fmt, case.mode, case.views, *(_ms(case.stages_ms[k]) for k in
+                       ("read", "decode", "transform", "collate", "normalize")))
+        total = case.loader_ms + case.normalize_ms
+        speed.add_row(case.fmt, case.mode, _ms(case.loader_ms), _ms(total), f"{1000 / total:.1f}",
+                      _ms(case.baseline_ms), f"{case.speedup:.2f}x" if case.speedup else case.note or "-",
+                      f"{case.speedup_loader:.2f}x" if case.speedup_loader else "-")
+    out_console.print(stages)
+    out_console.print(speed)
+    _write_json(json_file, result)
+
+
+@bench_app.command("model")
+@cli_errors
+def bench_model(
+    config: ConfigOpt = None,
+    override: OverrideOpt = None,
+    device: DeviceOpt = None,
+    batch_size: Annotated[int | None, typer.Option(help="Clips per step (default: train.batch_size on a GPU, "
+                                                        "2 on a CPU).")] = None,
+    num_seg: Annotated[int | None, typer.Option(help="Views per clip (default: train.num_seg).")] = None,
+    min_time: Annotated[float, typer.Option(help="Seconds per measurement.")] = 3.0,
+    threads: Annotated[int, typer.Option(help="torch CPU threads (default: torch's choice).")] = 0,
+    json_file: JsonOpt = None,
+) -> None:
+    """Images/s of the configured TSN: forward, and forward+backward+step; fp32, channels_last, autocast."""
+    from tsnctl.bench.model import bench_model as run
+
+    cfg = build_config(config, override)
+    with rich_progress() as progress:
+        result = run(cfg, device, batch_size, num_seg, min_time, threads, progress)
+    table = Table(title=f"bench model: {result.backbone} at {result.size}x{result.size}, {result.batch_size} "
+                        f"clips x {result.num_seg} views, {result.device}, {result.threads} CPU threads",
+                  title_justify="left")
+    for column in ("variant", "forward img/s", "train step img/s", "note"):
+        table.add_column(column, justify="right" if "img/s" in column else "left")
+    for case in result.cases:
+        table.add_row(case.variant, *(f"{v:.1f}" if v else "-" for v in (case.forward_ips, case.train_ips)),
+                      case.note)
+    out_console.print(table)
+    _write_json(json_file, result)
+
+
+@bench_app.command("extract")
+@cli_errors
+def bench_extract(
+    repeats: Annotated[int, typer.Option(help="Runs per measurement (the best counts).")] = 3,
+    json_file: JsonOpt = None,
+) -> None:
+    """Frames/s of extract-frames on one core, against 'ffmpeg -i clip.mp4 -q:v 2 img_%05d.jpg'."""
+    from tsnctl.bench.extract import bench_extract as run
+
+    with rich_progress() as progress:
+        result = run(repeats, progress)
+    table = Table(title=f"bench extract: {result.clip}, {result.frames} frames, one core", title_justify="left")
+    for column in ("what", "frames/s", "note"):
+        table.add_column(column, justify="right" if column == "frames/s" else "left")
+    for case in result.cases:
+        table.add_row(case.name, f"{case.frames_per_s:.1f}" if case.frames_per_s else "-", case.note)
+    out_console.print(table)
+    if result.ratio_to_ffmpeg:
+        out_console.print(f"extract-frames / ffmpeg: {result.ratio_to_ffmpeg:.2f}x")
+    _write_json(json_file, result)

@@ -1,0 +1,198 @@
+"""Evaluation and deployment commands: test, export, convert-weights."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from tsnctl.cli.common import (
+    WEIGHTS_HELP,
+    ConfigOpt,
+    DeviceOpt,
+    GpusOpt,
+    MasterAddrOpt,
+    MasterPortOpt,
+    NnodesOpt,
+    NodeRankOpt,
+    NprocOpt,
+    OverrideOpt,
+    RdzvOpt,
+    build_config,
+    cli_errors,
+    err_console,
+    load_weights,
+    out_console,
+    rich_progress,
+    run_on_ranks,
+)
+from tsnctl.config import validate
+from tsnctl.errors import UserError
+
+
+@cli_errors
+def test(
+    weights: Annotated[Path | None, typer.Option("--weights", "-w", help=WEIGHTS_HELP)] = None,
+    model: Annotated[Path | None, typer.Option(
+        "--model", "-m", help="Or an ONNX model from 'tsnctl export' (own test protocol; -c gives the lists).",
+    )] = None,
+    provider: Annotated[str, typer.Option(help="onnxruntime provider for -m: cpu, cuda or tensorrt.")] = "cpu",
+    config: ConfigOpt = None,
+    override: OverrideOpt = None,
+    crop: Annotated[str | None, typer.Option(help="ten (TenCrop), three (ThreeCrop) or center (CenterCrop); "
+                                                     "default: the config's test.crop.")] = None,
+    num_seg: Annotated[int | None, typer.Option(help="Segments per video (default: test.num_seg).")] = None,
+    list_file: Annotated[Path | None, typer.Option("--list", help="Test list (default: data.test_list).")] = None,
+    data_root: Annotated[Path | None, typer.Option(help="Root of the list's paths (default: data.root).")] = None,
+    save_scores: Annotated[Path | None, typer.Option(help="CSV with one row per video: name, label, "
+                                                             "logit_0 ...")] = None,
+    metrics_json: Annotated[Path | None, typer.Option(help="Write the metrics as JSON to this file.")] = None,
+    report_dir: Annotated[Path | None, typer.Option(help="Folder for per_class.csv, confused_pairs.csv, "
+                                                         "confusion.png and metrics.json (default: "
+                                                         "<checkpoint folder>/test_<list name>).")] = None,
+    allow_missing: Annotated[bool, typer.Option("--allow-missing", help="Exit 0 even when some videos could not "
+                                                                        "be read (they are still excluded and "
+                                                                        "listed).")] = False,
+    device: DeviceOpt = None,
+    max_views_per_batch: Annotated[int | None, typer.Option(help="Run a clip's views through the model in "
+                                   "chunks of at most this many (same scores, bounded memory; default: "
+                                   "test.max_views_per_batch, 0 = all at once).")] = None,
+    gpus: GpusOpt = None,
+    nproc: NprocOpt = None,
+    nnodes: NnodesOpt = "1",
+    node_rank: NodeRankOpt = 0,
+    master_addr: MasterAddrOpt = "",
+    master_port: MasterPortOpt = 29500,
+    rdzv_endpoint: RdzvOpt = "",
+) -> None:
+    """Evaluate a checkpoint or an ONNX model: video-level top-1/top-5 and mean class accuracy over all views.
+
+    Also writes a report (per_class.csv, confused_pairs.csv, confusion.png, metrics.json)
+    into --report-dir. Unreadable videos are excluded (never replaced) and listed; then the exit
+    code is 1 unless --allow-missing.
+    """
+    from tsnctl.engine.distributed import evaluate_entry
+    from tsnctl.engine.evaluate import run_test
+    from tsnctl.reports import summary, write_report
+    from tsnctl.runtime import OnnxClassifier, apply_protocol, class_names, inference_session, model_metadata
+
+    if (weights is None) == (model is None):
+        raise UserError("give exactly one of -w CHECKPOINT or -m MODEL.onnx")
+    if model is not None:
+        session = inference_session(model, provider)
+        meta = model_metadata(session, model)
+        cfg = apply_protocol(build_config(config, override), meta)
+        classifier, names = OnnxClassifier(session), class_names(meta)
+    else:
+        loaded = load_weights(weights, config, override)
+        cfg, classifier, names = loaded.cfg, loaded.model, loaded.class_names
+    if device:
+        cfg.train.device = device
+    if crop is not None:
+        cfg.test.crop = crop
+    if num_seg is not None:
+        cfg.test.num_seg = num_seg
+    if data_root is not None:
+        cfg.data.root = str(data_root)
+    if max_views_per_batch is not None:
+        cfg.test.max_views_per_batch = max_views_per_batch
+    validate(cfg)
+    layout = (gpus, nproc, nnodes, node_rank, master_addr, master_port, rdzv_endpoint)
+    if model is not None:
+        if layout != (None, None, "1", 0, "", 29500, ""):
+            raise UserError("--gpus/--nproc/--nnodes test checkpoints (-w); an ONNX model (-m) runs in one process")
+        with rich_progress() as progress:
+            result = run_test(classifier, cfg, str(list_file or ""), save_scores, progress)
+    else:
+        result = run_on_ranks(cfg, layout, evaluate_entry, str(weights), str(list_file or ""),
+                               str(save_scores) if save_scores else None)
+    if result is None:
+        return
+    for clip in result.excluded:
+        err_console.print(f"[red]excluded:[/] {clip.reason}", highlight=False, soft_wrap=True)
+    counted = (f"{result.num_videos} of {result.num_listed} videos ({len(result.excluded)} unreadable, excluded)"
+               if result.excluded else f"{result.num_videos} videos")
+    out_console.print(f"test: {counted}, {result.protocol}", soft_wrap=True, highlight=False)
+    table = Table()
+    for column in ("top-1", "top-5", "mean class acc"):
+        table.add_column(column, justify="right")
+    table.add_row(f"{result.top1:.2f}%", f"{result.top5:.2f}%", f"{result.mean_class:.2f}%")
+    out_console.print(table)
+    report = write_report(result, names, report_dir or (weights or model).parent
+                          / f"test_{Path(list_file or cfg.data.test_list).stem}")
+    _print_report(report)
+    if metrics_json:
+        metrics_json.write_text(json.dumps({**summary(result), "listed": result.num_listed,
+                                            "excluded": [{"path": c.name, "reason": c.reason}
+                                                         for c in result.excluded]}, indent=2))
+    if result.excluded and not allow_missing:
+        raise UserError(f"{len(result.excluded)} of {result.num_listed} videos could not be read and were "
+                        "excluded (listed above); the metrics cover the rest; --allow-missing accepts this",
+                        exit_code=1)
+
+
+def _print_report(report, rows: int = 5) -> None:
+    """The weakest classes and the most confused pairs of a test report, as Rich tables."""
+    from tsnctl.reports import class_order
+
+    weakest = Table(title="weakest classes (all: per_class.csv)", title_justify="left")
+    for column, justify in (("class", "left"), ("videos", "right"), ("top-1", "right"), ("top-5", "right"),
+                            ("most confused with", "left")):
+        weakest.add_column(column, justify=justify)
+    for c in [report.classes[i] for i in class_order(report) if report.classes[i].support][:rows]:
+        weakest.add_row(c.name, str(c.support), f"{c.top1:.1f}%", f"{c.top5:.1f}%", c.confused_with)
+    out_console.print(weakest)
+    if report.pairs:
+        pairs = Table(title="most confused pairs (all: confused_pairs.csv)", title_justify="left")
+        for column, justify in (("true class", "left"), ("predicted as", "left"), ("videos", "right"),
+                                ("share", "right")):
+            pairs.add_column(column, justify=justify)
+        for p in report.pairs[:rows]:
+            pairs.add_row(p.true_name, p.predicted_name, str(p.count), f"{p.share:.1f}%")
+        out_console.print(pairs)
+    out_console.print(f"report -> {report.folder} (confusion.png, per_class.csv, confused_pairs.csv, "
+                      "metrics.json)", highlight=False, soft_wrap=True)
+
+
+@cli_errors
+def export(
+    weights: Annotated[Path, typer.Option("--weights", "-w", help=WEIGHTS_HELP)],
+    output: Annotated[Path, typer.Option("--output", "-o", help="ONNX file to write.")],
+    config: ConfigOpt = None,
+    override: Annotated[list[str] | None, typer.Option(
+        "--override", help="Override a config value, e.g. --override test.num_seg=8 (repeatable; -o is the "
+                           "output file here).")] = None,
+    fp16: Annotated[bool, typer.Option("--fp16", help="Half-precision weights and input; verified against the fp32 "
+                                                      "model (max logit difference within 1% of the largest logit, "
+                                                      "same top-1).")] = False,
+) -> None:
+    """Export a checkpoint to ONNX (input [N, views, 3, H, W]) and verify it with onnxruntime."""
+    from tsnctl.export import to_onnx
+
+    report = to_onnx(load_weights(weights, config, override), output, fp16=fp16)
+    out_console.print(f"exported {report.path} ({'fp16' if fp16 else 'fp32'}, input clips {report.input_shape}); "
+                      f"onnx.checker ok; onnxruntime vs torch (fp32) max abs diff {report.max_abs_diff:.2e}")
+
+
+@cli_errors
+def convert_weights(
+    src: Annotated[Path, typer.Argument(help="Weights to convert: a reference .pdparams, an MMAction2 TSN checkpoint, "
+                                             "a torchvision ResNet state dict or a tsnctl checkpoint.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="tsnctl checkpoint (.pt) to write.")],
+    labels: Annotated[Path | None, typer.Option(help="Class names file (default: the config's data.label_file, "
+                                                     "else Kinetics-400 names for 400 classes).")] = None,
+    config: ConfigOpt = None,
+    override: Annotated[list[str] | None, typer.Option(
+        "--override", help="Override a config value, e.g. --override model.num_classes=101 (repeatable; -o is the "
+                           "output file here).")] = None,
+) -> None:
+    """Convert foreign weights into a tsnctl checkpoint (with config and class names) for test/export/predict -w."""
+    from tsnctl.weights import convert_weights as run
+
+    report = run(src, output, build_config(config, override) if config else None, labels,
+                 None if config else override)
+    out_console.print(f"converted a {report.fmt} ({report.num_classes} classes, names from "
+                      f"{report.class_names_from}) -> {report.output}", highlight=False)

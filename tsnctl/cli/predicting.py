@@ -1,0 +1,148 @@
+"""The predict command: clips, folders, lists and live streams."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from tsnctl.cli.common import (
+    WEIGHTS_HELP,
+    ConfigOpt,
+    DeviceOpt,
+    OverrideOpt,
+    cli_errors,
+    err_console,
+    load_weights,
+    log,
+    out_console,
+    rich_progress,
+    silent,
+)
+from tsnctl.errors import UserError
+
+
+@cli_errors
+def predict(
+    clips: Annotated[list[Path] | None, typer.Argument(help="Video files or frame folders to classify; a .txt "
+                                                            "list of them ('<path> [label]' lines); any other "
+                                                            "folder stands for every video under it.")] = None,
+    weights: Annotated[Path | None, typer.Option("--weights", "-w", help=WEIGHTS_HELP)] = None,
+    model: Annotated[Path | None, typer.Option("--model", "-m", help="An ONNX model from 'tsnctl export'.")] = None,
+    config: ConfigOpt = None,
+    override: OverrideOpt = None,
+    topk: Annotated[int | None, typer.Option(help="How many classes to show per clip (default: 5; 1 with "
+                                                  "--preset paddlevideo).")] = None,
+    labels: Annotated[Path | None, typer.Option(help="Class names file overriding the model's.")] = None,
+    preset: Annotated[str, typer.Option(help="test: the model's test protocol; paddlevideo: the reference "
+                                             "predict tool (centred segments, frames stretched to 341x256, "
+                                             "TenCrop).")] = "test",
+    num_seg: Annotated[int | None, typer.Option(help="Segments per clip (default: test.num_seg; 25 with --preset "
+                                                     "paddlevideo).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print only JSON to stdout (one object per line "
+                                                          "with --stream).")] = False,
+    device: DeviceOpt = None,
+    provider: Annotated[str, typer.Option(help="onnxruntime provider for -m: cpu, cuda or tensorrt.")] = "cpu",
+    output: Annotated[Path | None, typer.Option("--output", help="Also write the predictions to this CSV file "
+                                                "(one row per clip, or per prediction with --stream).")] = None,
+    stream: Annotated[str | None, typer.Option(help="Classify a stream instead of clips: a webcam index (0), a "
+                                                    "video file or an rtsp:// or http(s):// URL.")] = None,
+    stride: Annotated[int, typer.Option(help="With --stream: frames between predictions.")] = 16,
+    window: Annotated[int, typer.Option(help="With --stream: the last WINDOW frames are sampled for each "
+                                             "prediction (default: 2 x the model's test segments).",
+                                       show_default=False)] = 0,
+    save_video: Annotated[Path | None, typer.Option(help="With --stream: write the frames with the latest "
+                                                         "prediction drawn on them to this .mp4.")] = None,
+) -> None:
+    """Classify clips, folders of videos or a live stream; prints the top-k classes.
+
+    The model is a checkpoint (-w) or an exported ONNX model (-m). With --stream, a prediction
+    is printed every --stride frames over the last --window frames, until the stream ends
+    (or Ctrl-C).
+    """
+    from tsnctl.data.dataset import ClipSettings
+    from tsnctl.data.lists import read_labels
+    from tsnctl.engine.loaders import resolve_device
+    from tsnctl.predict import expand_clips, onnx_predictor, torch_predictor, write_predictions_csv
+    from tsnctl.predict import predict as run
+
+    if (weights is None) == (model is None):
+        raise UserError("give exactly one of -w CHECKPOINT or -m MODEL.onnx")
+    topk = topk if topk is not None else 1 if preset == "paddlevideo" else 5
+    if topk < 1:
+        raise UserError("--topk must be at least 1")
+    if bool(clips) == (stream is not None):
+        raise UserError("give clips to classify or --stream SOURCE (not both)")
+    if stream is not None and (preset != "test" or num_seg is not None):
+        raise UserError("--preset and --num-seg apply to clips, not to --stream")
+    if model is not None:
+        predictor = onnx_predictor(model, provider)
+    else:
+        loaded = load_weights(weights, config, override)
+        cfg = loaded.cfg
+        settings = ClipSettings(cfg.data.format, cfg.test.num_seg, cfg.data.short_side, cfg.data.crop_size,
+                                crop=cfg.test.crop, image_template=cfg.data.image_template)
+        predictor = torch_predictor(loaded.model, settings, loaded.class_names,
+                                    resolve_device(device or cfg.train.device))
+    names = read_labels(labels) if labels else None
+    if stream is not None:
+        _predict_stream(predictor, stream, stride, window, topk, names, save_video, output, as_json)
+        return
+    clips = expand_clips(clips, predictor.settings.image_template)
+    with rich_progress() as progress:
+        results = run(predictor, clips, topk, names, progress if len(clips) > 1 else silent,
+                      preset, num_seg)
+    if output:
+        write_predictions_csv(results, output)
+    if as_json:
+        sys.stdout.write(json.dumps(results, indent=2) + "\n")
+    else:
+        _print_predictions(results)
+    failed = [result for result in results if "error" in result]
+    if failed:
+        raise UserError(f"{len(failed)} of {len(results)} clips could not be read"
+                        f"{' (see their error entries)' if as_json else ' (listed above)'}", exit_code=1)
+
+
+def _print_predictions(results: list[dict]) -> None:
+    """A top-k table per clip; a red line for a clip that could not be read."""
+    for result in results:
+        if "error" in result:
+            err_console.print(f"[red]failed:[/] {result['error']}", highlight=False, soft_wrap=True)
+            continue
+        table = Table(title=result["clip"], title_justify="left")
+        table.add_column("#", justify="right")
+        table.add_column("class")
+        table.add_column("id", justify="right")
+        table.add_column("prob", justify="right")
+        for rank, entry in enumerate(result["topk"], start=1):
+            table.add_row(str(rank), entry["label"], str(entry["index"]), f"{entry['prob']:.5f}")
+        out_console.print(table)
+
+
+def _predict_stream(predictor, source: str, stride: int, window: int, topk: int, names: list[str] | None,
+                    save_video: Path | None, output: Path | None, as_json: bool) -> None:
+    """Print each prediction of ``stream_predict`` as it comes (a line, or a JSON object per line)."""
+    from tsnctl.predict import write_predictions_csv
+    from tsnctl.stream import stream_predict
+
+    window = window or 2 * predictor.settings.num_seg
+    rows = []
+    try:
+        for p in stream_predict(predictor, source, window, stride, topk, names, save_video):
+            row = {"frame": p.frame, "time": round(p.time, 3), "topk": p.topk}
+            rows.append(row)
+            if as_json:
+                sys.stdout.write(json.dumps(row) + "\n")
+                sys.stdout.flush()
+            else:
+                classes = "  ".join(f"{e['label']} {100 * e['prob']:.1f}%" for e in p.topk)
+                out_console.print(f"frame {p.frame} ({p.time:.2f}s): {classes}", highlight=False, soft_wrap=True)
+    finally:  # a live stream ends with Ctrl-C: keep what was predicted
+        if output:
+            write_predictions_csv(rows, output, ("frame", "time"))
+    log.info("stream ended: %d prediction(s)%s", len(rows), f"; video -> {save_video}" if save_video else "")
