@@ -3,7 +3,10 @@
 #   1. the CUDA tests (pytest -m cuda),
 #   2. training-step clips/s (AMP bf16, channels_last, ResNet-50 at 224, 8 segments, batch 32),
 #   3. 25x10 test videos/s,
-#   4. with more than one GPU: clips/s on 1 GPU vs all GPUs through `tsnctl`'s DDP launcher.
+#   4. with more than one GPU: clips/s on 1 GPU vs all GPUs through `tsnctl`'s DDP launcher,
+#   5. the data path with batches normalized on the GPU vs on the CPU (`tsnctl bench data`),
+#   6. onnxruntime latency per 25x10 video on CPU, CUDA and TensorRT, fp32 and fp16
+#      (CUDA/TensorRT need the onnxruntime-gpu package; without it those rows say so).
 # Synthetic tensors, nothing downloaded. Without a GPU it says so and exits 0.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -29,3 +32,10 @@ if [ "$gpus" -gt 1 ]; then
     echo "== multi-GPU scaling ($gpus GPUs)"
     "$PY" benchmarks/gpu_bench.py scaling --amp bf16 --batch 32 --num-seg 8
 fi
+
+TSNCTL=("$PY" -c "from tsnctl.cli import main; main()")
+echo "== data path: batches normalized on the GPU, then on the CPU"
+"${TSNCTL[@]}" bench data --formats frames --modes train,test --device cuda
+"${TSNCTL[@]}" bench data --formats frames --modes train,test --device cpu
+echo "== onnxruntime latency"
+"$PY" benchmarks/onnx_latency.py --repeats 5
