@@ -8,7 +8,6 @@ the reference's own predict tool (see ``paddlevideo_views``).
 from __future__ import annotations
 
 import csv
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,8 +16,8 @@ import numpy as np
 import torch
 
 from tsnctl.data import transforms as T
-from tsnctl.data.dataset import ClipSettings, load_clip
-from tsnctl.data.decode import VIDEO_EXTENSIONS, count_folder_frames, read_frame_folder, read_video
+from tsnctl.data.dataset import ClipSettings, load_clip, read_clip_frames
+from tsnctl.data.decode import VIDEO_EXTENSIONS, count_folder_frames, frame_glob
 from tsnctl.data.lists import Sample
 from tsnctl.data.sampling import eval_indices
 from tsnctl.data.transforms import normalize
@@ -90,11 +89,7 @@ def paddlevideo_views(sample: Sample, fmt: str, num_seg: int, short_side: int = 
     def index_fn(num_frames: int) -> list[int]:
         return eval_indices(num_frames, num_seg)
 
-    if fmt == "frames":
-        frames = read_frame_folder(sample.path, index_fn(sample.num_frames), template)
-    else:
-        frames = read_video(sample.path, index_fn)
-    frames = T.stretch(frames, short_side)
+    frames = T.stretch(read_clip_frames(sample, fmt, index_fn, template), short_side)
     return T.to_tensor(T.ten_crop(frames, crop_size))
 
 
@@ -158,7 +153,7 @@ def expand_clips(paths: list[str | Path], template: str = "img_{:05d}.jpg") -> l
         if path.suffix == ".txt" and path.is_file():
             clips.extend(_listed_clips(path))
             continue
-        if not path.is_dir() or any(path.glob(re.sub(r"\{[^}]*\}", "*", template))):
+        if not path.is_dir() or any(path.glob(frame_glob(template))):
             clips.append(str(path))
             continue
         videos = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in VIDEO_EXTENSIONS)

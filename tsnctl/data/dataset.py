@@ -9,6 +9,7 @@ the batch: the loops count and report bad clips, and never replace one by anothe
 from __future__ import annotations
 
 import signal
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import cv2
@@ -92,13 +93,19 @@ def load_clip(sample: Sample, settings: ClipSettings, rng: np.random.Generator) 
         def index_fn(n: int) -> list[int]:
             return eval_indices(n, s.num_seg)
 
-    if s.fmt == "frames":
-        frames = read_frame_folder(sample.path, index_fn(sample.num_frames), s.image_template)
-    else:
-        frames = read_video(sample.path, index_fn)
+    frames = read_clip_frames(sample, s.fmt, index_fn, s.image_template)
     if s.mode == "train":
         return train_preset(frames, s.short_side, s.crop_size, rng)
     return eval_preset(frames, s.short_side, s.crop_size, s.crop)
+
+
+def read_clip_frames(sample: Sample, fmt: str, index_fn: Callable[[int], list[int]],
+                     template: str = "img_{:05d}.jpg") -> np.ndarray:
+    """RGB uint8 ``[T, H, W, 3]``: the frames ``index_fn(num_frames)`` picks, from a frame folder
+    (``fmt="frames"``, whose frame count the list gives) or a video file (counted by the decoder)."""
+    if fmt == "frames":
+        return read_frame_folder(sample.path, index_fn(sample.num_frames), template)
+    return read_video(sample.path, index_fn)
 
 
 def worker_init(_: int) -> None:

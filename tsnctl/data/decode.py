@@ -55,11 +55,16 @@ def read_image(path: Path) -> np.ndarray:
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 
+def frame_glob(template: str = "img_{:05d}.jpg") -> str:
+    """The glob pattern matching every frame file of ``template`` (``img_{:05d}.jpg`` -> ``img_*.jpg``)."""
+    return re.sub(r"\{[^}]*\}", "*", template)
+
+
 def count_folder_frames(folder: Path, template: str = "img_{:05d}.jpg") -> int:
     """Number of frames in a frame folder; their numbering must have no gap (a missing frame is an error)."""
     if not folder.is_dir():
         raise UserError(f"{folder}: frame folder not found")
-    names = {p.name for p in folder.glob(re.sub(r"\{[^}]*\}", "*", template))}
+    names = {p.name for p in folder.glob(frame_glob(template))}
     if not names:
         raise UserError(f"{folder}: no frames named like {template.format(1)}")
     for index in range(1, len(names) + 1):
