@@ -7,6 +7,7 @@ of each format (key maps written independently of tsnctl's), then loaded through
 from __future__ import annotations
 
 import logging
+import os
 import pickle
 import sys
 import types
@@ -197,20 +198,23 @@ def test_torchvision_state_dict_and_convert_round_trip(tmp_path, resnet, clips):
     torch.testing.assert_close(tsn_logits(loaded.model, clips), source_logits(resnet, clips), rtol=1e-5, atol=1e-6)
 
 
+class ShellPayload:
+    """Unpickles into ``os.system("touch MARKER")``: if the marker appears, loading ran code from the file."""
+
+    def __init__(self, marker) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.marker}",)
+
+
 def test_pickle_payload_is_refused_and_never_runs(tmp_path):
     marker = tmp_path / "pwned"
-
-    class Payload:
-        def __reduce__(self):
-            import os
-
-            return os.system, (f"touch {marker}",)
-
     with open(tmp_path / "evil.pdparams", "wb") as f:
-        pickle.dump({"backbone.conv._conv.weight": Payload()}, f, protocol=4)
+        pickle.dump({"backbone.conv._conv.weight": ShellPayload(marker)}, f, protocol=4)
     with pytest.raises(UserError, match=r"evil.pdparams: refused to load: refused global (posix|os|nt)\.system"):
         read_weights(tmp_path / "evil.pdparams")
-    torch.save({"state_dict": {"conv1.weight": Payload()}}, tmp_path / "evil.pth")
+    torch.save({"state_dict": {"conv1.weight": ShellPayload(marker)}}, tmp_path / "evil.pth")
     with pytest.raises(UserError, match=r"evil.pth: refused to load: it needs (posix|os|nt)\.system"):
         read_weights(tmp_path / "evil.pth")
     assert not marker.exists()
@@ -283,15 +287,8 @@ def test_cli_refuses_a_crafted_pdparams_in_one_line(tmp_path):
     from tsnctl.cli import app
 
     marker = tmp_path / "pwned"
-
-    class Payload:
-        def __reduce__(self):
-            import os
-
-            return os.system, (f"touch {marker}",)
-
     with open(tmp_path / "evil.pdparams", "wb") as f:
-        pickle.dump({"head.fc.weight": Payload()}, f, protocol=4)
+        pickle.dump({"head.fc.weight": ShellPayload(marker)}, f, protocol=4)
     for args in (["test", "-w", tmp_path / "evil.pdparams"],
                  ["convert-weights", tmp_path / "evil.pdparams", "-o", tmp_path / "out.pt"]):
         result = CliRunner().invoke(app, list(map(str, args)))
