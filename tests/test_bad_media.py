@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from tsnctl.cli import app
 from tsnctl.config import Config
-from tsnctl.data.dataset import BadClip, ClipDataset, ClipSettings, collate_clips
+from tsnctl.data.dataset import BadClip, ClipDataset, ClipSettings
 from tsnctl.data.decode import read_video
 from tsnctl.data.lists import read_list
 from tsnctl.data.sampling import eval_indices
@@ -94,16 +94,18 @@ def read_list_sample(path: Path, frames: int):
     return Sample(path.name, path, 0, frames)
 
 
-def test_dataset_marks_bad_clips_and_collate_drops_them(media):
+def test_dataset_marks_bad_clips_and_batches_drop_them(media):
     root, cases = media
     samples = read_list(root / "videos.txt", "video")
     dataset = ClipDataset(samples, ClipSettings("video", 2, 40, 32, mode="train"))
     items = [dataset[i] for i in range(len(samples))]
     bad = {item.name for item in items if isinstance(item, BadClip)}
     assert bad == {path.name for path, expected in cases.values() if expected != "ok"}
-    clips, labels, dropped = collate_clips(items)
+    clips, labels, dropped = dataset.load_batch(list(range(len(samples))))
     assert clips.shape == (len(items) - len(bad), 2, 3, 32, 32) and len(labels) == clips.shape[0]
     assert {clip.name for clip in dropped} == bad
+    good = [item for item in items if not isinstance(item, BadClip)]
+    assert all(torch.equal(clip, item[0]) for clip, item in zip(clips, good, strict=True))
 
 
 def test_extract_frames_handles_every_case(media, tmp_path):

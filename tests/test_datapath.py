@@ -2,6 +2,7 @@
 per-epoch randomness with persistent workers."""
 
 import numpy as np
+import pytest
 import torch
 from conftest import write_frames
 
@@ -9,6 +10,7 @@ from tsnctl.data import transforms as T
 from tsnctl.data.dataset import ClipDataset, ClipSettings, load_clip
 from tsnctl.data.lists import Sample
 from tsnctl.data.sampling import sample_rng
+from tsnctl.data.views import FrameViews
 from tsnctl.engine.evaluate import chunked_logits
 from tsnctl.engine.loaders import clip_loader, model_input, set_loader_epoch
 from tsnctl.models.tsn import TSN
@@ -31,12 +33,61 @@ def test_uint8_clips_normalized_per_batch_equal_the_float_path(tmp_path):
     settings = ClipSettings("frames", num_seg=4, short_side=64, crop_size=56, crop="ten")
     loader = clip_loader(samples, settings, batch_size=2, num_workers=0)
     batches = [(clips, labels) for clips, labels, _ in loader]
-    assert batches[0][0].dtype == torch.uint8 and batches[0][0].shape == (2, 40, 3, 56, 56)
+    assert isinstance(batches[0][0], FrameViews) and batches[0][0].frames.dtype == torch.uint8
+    assert batches[0][0].shape == (2, 40, 3, 56, 56)
     got = torch.cat([model_input(clips, torch.device("cpu")) for clips, _ in batches])
     for i, sample in enumerate(samples):
         hwc = load_clip(sample, settings, np.random.default_rng(0)).permute(0, 2, 3, 1).numpy()
         # bit for bit: the same float32 operations in the same order
         np.testing.assert_array_equal(got[i].numpy(), reference_float_path(hwc))
+
+
+@pytest.mark.parametrize("shared", [False, True])
+@pytest.mark.parametrize("mode, crop", [("train", "center"), ("test", "center"), ("test", "three"), ("test", "ten")])
+def test_batches_hold_each_clips_own_views(tmp_path, mode, crop, shared):
+    """Views written straight into a batch buffer (in shared memory, as in a worker) equal the clip's own."""
+    folders = [write_frames(tmp_path / f"clip{i}", 9 + i, height=60, width=80, seed=i) for i in range(3)]
+    samples = [Sample(f.name, f, i, 9 + i) for i, f in enumerate(folders)]
+    settings = ClipSettings("frames", num_seg=4, short_side=64, crop_size=56, mode=mode, crop=crop, seed=3)
+    dataset = ClipDataset(samples, settings)
+    keys = [(7, 2), (7, 0), (7, 1)]
+    clips, labels, bad = dataset.load_batch(keys, shared=shared)
+    assert isinstance(clips, FrameViews) == (crop != "center" and mode == "test")  # 4 frames travel, not 40 views
+    buffer = clips.frames if isinstance(clips, FrameViews) else clips
+    assert buffer.is_shared() == shared and not bad and labels.tolist() == [2, 0, 1]
+    assert clips.shape == (3, settings.views, 3, 56, 56)
+    views = clips.views() if isinstance(clips, FrameViews) else clips
+    for clip, (epoch, index) in zip(views, keys, strict=True):
+        assert torch.equal(clip, load_clip(samples[index], settings, sample_rng(3, epoch, index)))
+
+
+@pytest.mark.parametrize("crop", ["three", "ten"])
+def test_frame_views_cut_any_range_of_views(tmp_path, crop):
+    folders = [write_frames(tmp_path / f"clip{i}", 12, height=60, width=80, seed=i) for i in range(2)]
+    settings = ClipSettings("frames", num_seg=3, short_side=64, crop_size=48, crop=crop)
+    clips, _, _ = ClipDataset([Sample(f.name, f, 0, 12) for f in folders], settings).load_batch([0, 1])
+    whole = clips.views()
+    assert whole.movedim(2, -1).is_contiguous()  # each view [c, c, 3] in memory, like the loader's batches
+    for start, stop in [(0, 1), (2, 7), (5, 6), (4, settings.views), (0, settings.views)]:
+        assert torch.equal(clips.views(start, stop), whole[:, start:stop])
+    torch.manual_seed(0)
+    model = TSN("resnet18", num_classes=5).eval()
+    cpu = torch.device("cpu")
+    with torch.no_grad():
+        expected = chunked_logits(model, whole, cpu, 0)
+        for max_views in (0, 4, 14):
+            torch.testing.assert_close(chunked_logits(model, clips, cpu, max_views), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_test_clips_of_different_sizes_are_cut_in_the_worker(tmp_path):
+    small = write_frames(tmp_path / "small", 8, height=60, width=80, seed=0)
+    wide = write_frames(tmp_path / "wide", 8, height=60, width=120, seed=1)
+    samples = [Sample("small", small, 0, 8), Sample("wide", wide, 1, 8)]
+    settings = ClipSettings("frames", num_seg=2, short_side=64, crop_size=48, crop="ten")
+    clips, labels, _ = ClipDataset(samples, settings).load_batch([0, 1])
+    assert isinstance(clips, torch.Tensor) and clips.shape == (2, 20, 3, 48, 48)
+    for clip, sample in zip(clips, samples, strict=True):
+        assert torch.equal(clip, load_clip(sample, settings, np.random.default_rng(0)))
 
 
 def test_chunked_views_give_the_same_scores():

@@ -4,9 +4,11 @@ Everything runs in this process on one thread (OpenCV and torch pinned to 1) and
 (``time.process_time``), so the numbers are per core and other processes on the machine do not count
 against either side; the two pipelines alternate sample by sample so that contention for caches and
 memory bandwidth hits both alike.
-The tsnctl side counts what a loader worker and the engine do per sample: read, decode, transform, its
-share of the batch collate and of the one float normalization per batch (on the CPU here; on a GPU
-machine that last step moves to the GPU).
+The tsnctl side counts what a loader worker and the engine do per sample: a worker's whole batch
+(``ClipDataset.load_batch`` with its buffer in shared memory, as in a worker: read, decode, and the views
+written into the batch) and its share of the one float normalization per batch (on the CPU here; on a GPU
+machine that step moves to the GPU). The reference's side counts its per-image path and its share of
+stacking the float32 batch.
 """
 
 from __future__ import annotations
@@ -25,11 +27,12 @@ import torch
 from tsnctl.bench import reference, synthetic
 from tsnctl.config import Config
 from tsnctl.data import video
-from tsnctl.data.dataset import ClipSettings, load_clip
+from tsnctl.data.dataset import ClipDataset, ClipSettings
 from tsnctl.data.lists import Sample, read_list
 from tsnctl.data.presets import eval_preset, train_preset
-from tsnctl.data.sampling import eval_indices, sample_rng, train_indices
-from tsnctl.data.transforms import normalize
+from tsnctl.data.sampling import eval_indices, train_indices
+from tsnctl.data.transforms import scale
+from tsnctl.data.views import FrameViews
 from tsnctl.engine.loaders import model_input, resolve_device
 from tsnctl.errors import UserError
 from tsnctl.progress import ProgressFn, no_progress
@@ -43,8 +46,8 @@ class DataCase:
     fmt: str
     mode: str
     views: str  # e.g. "25 x 10 = 250"
-    stages_ms: dict[str, float]  # read, decode, transform, collate, normalize: ms per sample
-    loader_ms: float  # ms per sample in a loader worker: load_clip end to end, plus its share of the collate
+    stages_ms: dict[str, float]  # read, decode, transform, normalize: ms per sample
+    loader_ms: float  # ms per sample in a loader worker: its share of building a whole batch
     normalize_ms: float  # its share of the batch normalization on the bench's device (CPU: CPU time;
     # CUDA: wall time of the pinned host-to-device copy and normalization, synchronized)
     baseline_ms: float | None  # the reference's per-image path (normalization included) on the same clips
@@ -137,13 +140,14 @@ def _batch_size(cfg: Config, mode: str) -> int:
 
 def _bench_case(samples: list[Sample], s: ClipSettings, mode: str, cfg: Config, min_time: float,
                 baseline: bool, dev: torch.device) -> DataCase:
-    """Alternate tsnctl and the baseline sample by sample until each has run ``min_time`` seconds."""
-    clip = load_clip(samples[0], s, sample_rng(0, 0, 0))
-    collate_ms, normalize_ms, float_collate_ms = _batch_costs(clip, _batch_size(cfg, mode))
+    """Alternate a tsnctl batch and the baseline's same clips until each side has run ``min_time`` seconds."""
+    dataset = ClipDataset(samples, s)
+    batch_size = max(1, min(_batch_size(cfg, mode), 8))
+    clips = dataset.load_batch([(0, i % len(samples)) for i in range(batch_size)])[0]
+    normalize_ms, float_collate_ms = _batch_costs(clips)
     if dev.type == "cuda":
-        normalize_ms = _cuda_normalize_ms(clip, _batch_size(cfg, mode), dev)
-    views = f"{s.num_seg} x {clip.shape[0] // s.num_seg} = {clip.shape[0]}" if clip.shape[0] > s.num_seg else str(
-        s.num_seg)
+        normalize_ms = _cuda_normalize_ms(clips, dev)
+    views = f"{s.num_seg} x {s.views // s.num_seg} = {s.views}" if s.views > s.num_seg else str(s.num_seg)
     note = ""
     run_baseline = baseline
     if baseline and s.fmt == "video" and not _has_decord():
@@ -153,18 +157,18 @@ def _bench_case(samples: list[Sample], s: ClipSettings, mode: str, cfg: Config, 
     ours = theirs = 0.0
     count = 0
     while count < 3 or ours < min_time or (run_baseline and theirs < min_time):
-        sample = samples[count % len(samples)]
+        keys = [(count + j, (count + j) % len(samples)) for j in range(batch_size)]
         started = time.process_time()
-        load_clip(sample, s, sample_rng(0, count, count % len(samples)))
+        dataset.load_batch(keys, shared=True)  # as in a worker: the batch buffer in shared memory
         ours += time.process_time() - started
-        if run_baseline:
-            random.seed(count)
+        for epoch, index in keys if run_baseline else []:
+            random.seed(epoch)
             started = time.process_time()
-            _baseline_clip(sample, s, count)
+            _baseline_clip(samples[index], s, epoch)
             theirs += time.process_time() - started
-        count += 1
-    loader_ms = 1000 * ours / count + collate_ms
-    stages = {**_stages(samples[0], s), "collate": collate_ms, "normalize": normalize_ms}
+        count += batch_size
+    loader_ms = 1000 * ours / count
+    stages = {**_stages(samples[0], s), "normalize": normalize_ms}
     case = DataCase(s.fmt, mode, views, stages, loader_ms, normalize_ms, None, note)
     if run_baseline:
         case.baseline_ms = 1000 * theirs / count + float_collate_ms
@@ -185,31 +189,32 @@ def _baseline_clip(sample: Sample, s: ClipSettings, count: int) -> np.ndarray:
     return reference.video_clip(sample.path, index_fn, s.mode, s.crop, s.short_side, s.crop_size)
 
 
-def _batch_costs(clip: torch.Tensor, batch_size: int, repeats: int = 3) -> tuple[float, float, float]:
-    """ms per sample of: stacking a batch of uint8 clips (tsnctl), normalizing that batch, and stacking a
-    batch of float32 clips (what the reference's workers hand over)."""
-    batch_size = max(1, min(batch_size, 8))
-    clips = [clip.clone() for _ in range(batch_size)]
-    float_clips = [torch.from_numpy(c.numpy().astype(np.float32)) for c in clips]
+def _batch_costs(clips: torch.Tensor | FrameViews, repeats: int = 3) -> tuple[float, float]:
+    """ms per sample of turning a loader batch into model input (tsnctl: cutting TenCrop/ThreeCrop views
+    from frames, and normalizing), and of stacking the same views as float32 clips (what the reference's
+    workers hand over)."""
+    views = clips.views() if isinstance(clips, FrameViews) else clips
+    float_clips = [c.to(torch.float32) for c in views]
+    cpu = torch.device("cpu")
     times = []
-    for fn in (lambda: torch.stack(clips), lambda: normalize(torch.stack(clips)), lambda: torch.stack(float_clips)):
+    for fn in (lambda: model_input(clips, cpu), lambda: torch.stack(float_clips)):
         started = time.process_time()
         for _ in range(repeats):
             fn()
-        times.append(1000 * (time.process_time() - started) / (repeats * batch_size))
-    return times[0], times[1] - times[0], times[2]
+        times.append(1000 * (time.process_time() - started) / (repeats * len(clips)))
+    return times[0], times[1]
 
 
-def _cuda_normalize_ms(clip: torch.Tensor, batch_size: int, dev: torch.device, repeats: int = 10) -> float:
-    """Wall ms per sample of copying a pinned uint8 batch to the GPU and normalizing it there."""
-    batch = torch.stack([clip] * batch_size).pin_memory()
+def _cuda_normalize_ms(clips: torch.Tensor | FrameViews, dev: torch.device, repeats: int = 10) -> float:
+    """Wall ms per sample of copying a pinned uint8 batch to the GPU and making the model input there."""
+    batch = clips.pin_memory()
     model_input(batch, dev)
     torch.cuda.synchronize(dev)
     started = time.perf_counter()
     for _ in range(repeats):
         model_input(batch, dev)
     torch.cuda.synchronize(dev)
-    return 1000 * (time.perf_counter() - started) / (repeats * batch_size)
+    return 1000 * (time.perf_counter() - started) / (repeats * len(clips))
 
 
 def _stages(sample: Sample, s: ClipSettings, repeats: int = 5) -> dict[str, float]:
@@ -235,8 +240,10 @@ def _stages(sample: Sample, s: ClipSettings, repeats: int = 5) -> dict[str, floa
         started = time.process_time()
         if s.mode == "train":
             train_preset(frames, s.short_side, s.crop_size, rng)
-        else:
+        elif s.crop == "center":
             eval_preset(frames, s.short_side, s.crop_size, s.crop)
+        else:  # ThreeCrop/TenCrop views are cut at the model (``views.FrameViews``): workers only scale
+            scale(frames, s.short_side).copy()
         times["transform"] += time.process_time() - started
     return {k: 1000 * v / repeats for k, v in times.items()}
 

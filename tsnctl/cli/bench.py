@@ -43,8 +43,9 @@ def bench_data(
     modes: Annotated[str, typer.Option(help="Comma-separated: train, valid, test.")] = "train,valid,test",
     min_time: Annotated[float, typer.Option(help="Seconds each pipeline runs per case.")] = 2.0,
     baseline: Annotated[bool, typer.Option(help="Run the reference's per-image path side by side.")] = True,
-    device: Annotated[str, typer.Option("--device", help="Where batches are normalized: cpu, or cuda as in GPU "
-                                                         "training (host-to-device copy included).")] = "cpu",
+    device: Annotated[str, typer.Option("--device", help="Where batches become model input (TenCrop views cut, "
+                                                         "normalized): cpu, or cuda as in GPU training "
+                                                         "(host-to-device copy included).")] = "cpu",
     json_file: JsonOpt = None,
 ) -> None:
     """Data path ms per sample by stage, on one core, against the reference's per-image path.
@@ -58,14 +59,14 @@ def bench_data(
     out_console.print(f"bench data on {result.source}; one core, ms per sample; batches normalized on "
                       f"{result.device}", highlight=False)
     stages = Table(title="stages (each timed alone)", title_justify="left")
-    for column in ("format", "mode", "views", "read", "decode", "transform", "collate", "normalize"):
+    for column in ("format", "mode", "views", "read", "decode", "transform", "model input"):
         stages.add_column(column, justify="left" if column in ("format", "mode") else "right")
     speed = Table(title="against the reference's per-image path, side by side", title_justify="left")
-    for column in ("format", "mode", "loader", "+normalize", "samples/s", "reference", "speed-up", "loader only"):
+    for column in ("format", "mode", "loader", "+model input", "samples/s", "reference", "speed-up", "loader only"):
         speed.add_column(column, justify="left" if column in ("format", "mode") else "right")
     for case in result.cases:
         stages.add_row(case.fmt, case.mode, case.views, *(_ms(case.stages_ms[k]) for k in
-                       ("read", "decode", "transform", "collate", "normalize")))
+                       ("read", "decode", "transform", "normalize")))
         total = case.loader_ms + case.normalize_ms
         speed.add_row(case.fmt, case.mode, _ms(case.loader_ms), _ms(total), f"{1000 / total:.1f}",
                       _ms(case.baseline_ms), f"{case.speedup:.2f}x" if case.speedup else case.note or "-",

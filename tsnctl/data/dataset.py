@@ -1,26 +1,37 @@
-"""The clip dataset: list -> sampler -> decoder -> preset, one clip per item.
+"""The clip dataset: list -> sampler -> decoder -> preset, one clip per item, or a whole batch at once.
 
 Map-style with ``__len__`` so distributed samplers stay simple. Item ``i`` of epoch ``e`` is
 deterministic given the seed: the sampler and the random crops draw from ``sample_rng(seed, e, i)``.
-A clip that cannot be read comes back as a ``BadClip`` naming it, and ``collate_clips`` drops it from
-the batch: the loops count and report bad clips, and never replace one by another clip.
+A clip that cannot be read comes back as a ``BadClip`` naming it and is left out of its batch: the loops
+count and report bad clips, and never replace one by another clip.
+
+Loaders fetch whole batches (``__getitems__``): each clip's views are written straight into one uint8
+batch buffer, allocated in shared memory inside a worker, so a batch is never copied on its way to the
+main process. ThreeCrop and TenCrop test batches hold the clips' frames instead (``views.FrameViews``):
+a 25x10 clip is 6.5 MB of frames but 37 MB of views, which are cut where the batch meets the model.
 """
 
 from __future__ import annotations
 
+import ctypes
+import functools
+import mmap
 import signal
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import cv2
 import numpy as np
 import torch
-from torch.utils.data import Dataset, default_collate
+from torch.utils.data import Dataset, get_worker_info
 
 from tsnctl.data.decode import read_frame_folder, read_video
 from tsnctl.data.lists import Sample
-from tsnctl.data.presets import eval_preset, train_preset
+from tsnctl.data.presets import VIEWS_PER_FRAME, crop_views, eval_preset, train_preset
 from tsnctl.data.sampling import eval_indices, sample_rng, train_indices
+from tsnctl.data.transforms import scale
+from tsnctl.data.views import FrameViews, view_groups
 from tsnctl.errors import UserError
 
 
@@ -37,6 +48,11 @@ class ClipSettings:
     image_template: str = "img_{:05d}.jpg"
     seed: int = 0
 
+    @property
+    def views(self) -> int:
+        """Views per clip: the segments, times the crops per frame in test mode."""
+        return self.num_seg * (1 if self.mode == "train" else VIEWS_PER_FRAME[self.crop])
+
 
 @dataclass(frozen=True)
 class BadClip:
@@ -45,6 +61,10 @@ class BadClip:
     index: int  # position in the list
     name: str  # the path as written in the list
     reason: str  # one line naming the file
+
+
+# uint8 clips [B, T', 3, c, c] (or their frames, for ThreeCrop and TenCrop), labels [B], the unreadable clips
+ClipBatch = tuple[torch.Tensor | FrameViews, torch.Tensor, list[BadClip]]
 
 
 class ClipDataset(Dataset):
@@ -64,7 +84,7 @@ class ClipDataset(Dataset):
         return len(self.samples)
 
     def __getitem__(self, key: int | tuple[int, int]) -> tuple[torch.Tensor, int] | BadClip:
-        epoch, index = key if isinstance(key, tuple) else (self.epoch, key)
+        epoch, index = self._key(key)
         sample = self.samples[index]
         try:
             clip = load_clip(sample, self.settings, sample_rng(self.settings.seed, epoch, index))
@@ -72,19 +92,106 @@ class ClipDataset(Dataset):
             return BadClip(index, sample.name, str(exc))
         return clip, sample.label
 
+    def __getitems__(self, keys: list) -> ClipBatch:
+        """What a DataLoader worker calls for a whole batch (see ``load_batch``)."""
+        return self.load_batch(keys, shared=get_worker_info() is not None)
 
-def collate_clips(items: list[tuple[torch.Tensor, int] | BadClip]) -> tuple[torch.Tensor, torch.Tensor, list[BadClip]]:
-    """Stack the readable clips into uint8 ``[B, T', 3, c, c]`` and labels ``[B]``; B is 0 when all are bad."""
-    bad = [item for item in items if isinstance(item, BadClip)]
-    good = [item for item in items if not isinstance(item, BadClip)]
-    if not good:
-        return torch.empty(0, dtype=torch.uint8), torch.empty(0, dtype=torch.long), bad
-    clips, labels = default_collate(good)
-    return clips, labels, bad
+    def load_batch(self, keys: list, shared: bool = False) -> ClipBatch:
+        """The readable clips of ``keys`` as uint8 ``[B, T', 3, c, c]``, their labels ``[B]`` and the clips
+        that could not be read (B is 0 when all are bad). Each clip's views are written into its slot of
+        one buffer, in shared memory when ``shared`` (the buffer then crosses to the main process as is).
+        """
+        s = self.settings
+        if s.mode == "test" and s.crop != "center":  # more views than frames: send the frames
+            return self._load_frame_batch(keys, shared)
+        buffer = _uint8_buffer((len(keys), s.views, s.crop_size, s.crop_size, 3), shared)
+        slots = buffer.numpy()
+        labels, bad = [], []
+        for key in keys:
+            epoch, index = self._key(key)
+            sample = self.samples[index]
+            try:
+                load_clip(sample, s, sample_rng(s.seed, epoch, index), out=slots[len(labels)])
+            except UserError as exc:
+                bad.append(BadClip(index, sample.name, str(exc)))
+                continue
+            labels.append(sample.label)
+        clips = buffer[: len(labels)].permute(0, 1, 4, 2, 3)  # [B, T', 3, c, c], each frame still [c, c, 3] in memory
+        return clips, torch.tensor(labels, dtype=torch.long), bad
+
+    def _load_frame_batch(self, keys: list, shared: bool) -> ClipBatch:
+        """Test clips as their scaled frames and view groups (``FrameViews``); a batch of clips whose
+        frames differ in size is cut into views here instead."""
+        s = self.settings
+        frames, labels, bad = [], [], []
+        for key in keys:
+            index = self._key(key)[1]
+            sample = self.samples[index]
+            try:
+                read = read_clip_frames(sample, s.fmt, lambda n: eval_indices(n, s.num_seg), s.image_template)
+            except UserError as exc:
+                bad.append(BadClip(index, sample.name, str(exc)))
+                continue
+            frames.append(scale(read, s.short_side))
+            labels.append(sample.label)
+        labels = torch.tensor(labels, dtype=torch.long)
+        shapes = {f.shape for f in frames}
+        if len(shapes) == 1:
+            (shape,) = shapes
+            buffer = _uint8_buffer((len(frames), *shape), shared)
+            for clip, slot in zip(frames, buffer.numpy(), strict=True):
+                slot[...] = clip
+            return FrameViews(buffer, tuple(view_groups(shape[1], shape[2], s.crop_size, s.crop))), labels, bad
+        buffer = _uint8_buffer((len(frames), s.views, s.crop_size, s.crop_size, 3), shared)
+        for clip, slot in zip(frames, buffer.numpy(), strict=True):
+            crop_views(clip, s.crop_size, s.crop, slot)
+        return buffer.permute(0, 1, 4, 2, 3), labels, bad
+
+    def _key(self, key: int | tuple[int, int]) -> tuple[int, int]:
+        return key if isinstance(key, tuple) else (self.epoch, key)
 
 
-def load_clip(sample: Sample, settings: ClipSettings, rng: np.random.Generator) -> torch.Tensor:
-    """Sample, decode and transform one clip: uint8 ``[T', 3, crop, crop]``."""
+def keep_batch(batch: ClipBatch) -> ClipBatch:
+    """The DataLoader's ``collate_fn``: ``ClipDataset.__getitems__`` already built the batch."""
+    return batch
+
+
+def _uint8_buffer(shape: tuple[int, ...], shared: bool) -> torch.Tensor:
+    if not shared:
+        return torch.empty(shape, dtype=torch.uint8)
+    # What torch's default_collate does inside workers: allocate the batch in shared memory up front, so
+    # that sending it to the main process passes a handle instead of copying it there.
+    storage = torch.UntypedStorage._new_shared(int(np.prod(shape)))
+    _prefault(storage.data_ptr(), storage.nbytes())
+    return torch.empty(0, dtype=torch.uint8).set_(storage).view(shape)
+
+
+_MADV_POPULATE_WRITE = 23  # Linux >= 5.14
+
+
+def _prefault(address: int, size: int) -> None:
+    """Map every page of a fresh shared-memory buffer in one call: faulting 9,000 tmpfs pages one write
+    at a time costs more than writing the 37 MB of a 25x10 clip. Best effort: older kernels refuse it."""
+    if sys.platform != "linux" or size < _PREFAULT_MIN:
+        return
+    start = address & ~(mmap.PAGESIZE - 1)
+    _libc().madvise(start, size + address - start, _MADV_POPULATE_WRITE)
+
+
+_PREFAULT_MIN = 1 << 20
+
+
+@functools.cache
+def _libc() -> ctypes.CDLL:
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    return libc
+
+
+def load_clip(sample: Sample, settings: ClipSettings, rng: np.random.Generator,
+              out: np.ndarray | None = None) -> torch.Tensor:
+    """Sample, decode and transform one clip: uint8 ``[T', 3, crop, crop]``, written into ``out``
+    (``[T', crop, crop, 3]`` uint8) when given."""
     s = settings
     if s.mode == "train":
         def index_fn(n: int) -> list[int]:
@@ -95,8 +202,8 @@ def load_clip(sample: Sample, settings: ClipSettings, rng: np.random.Generator) 
 
     frames = read_clip_frames(sample, s.fmt, index_fn, s.image_template)
     if s.mode == "train":
-        return train_preset(frames, s.short_side, s.crop_size, rng)
-    return eval_preset(frames, s.short_side, s.crop_size, s.crop)
+        return train_preset(frames, s.short_side, s.crop_size, rng, out)
+    return eval_preset(frames, s.short_side, s.crop_size, s.crop, out)
 
 
 def read_clip_frames(sample: Sample, fmt: str, index_fn: Callable[[int], list[int]],

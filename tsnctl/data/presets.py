@@ -14,29 +14,33 @@ import torch
 from tsnctl.data import transforms as T
 
 
-def train_preset(frames: np.ndarray, short_side: int, crop_size: int, rng: np.random.Generator) -> torch.Tensor:
-    """Scale, MultiScaleCrop, RandomFlip (uint8 out; normalize the batch later)."""
+def train_preset(frames: np.ndarray, short_side: int, crop_size: int, rng: np.random.Generator,
+                 out: np.ndarray | None = None) -> torch.Tensor:
+    """Scale, MultiScaleCrop, RandomFlip (uint8 out; normalize the batch later). ``out``: where to write
+    the views, ``[T, c, c, 3]`` uint8 (a slot of a batch buffer)."""
     frames = T.scale(frames, short_side)
-    frames = T.multi_scale_crop(frames, crop_size, rng)
-    frames = T.random_hflip(frames, rng)
+    frames = T.multi_scale_crop(frames, crop_size, rng, out)
+    frames = T.random_hflip(frames, rng, in_place=True)  # the resized crops are ours to overwrite
     return T.to_tensor(frames)
 
 
-def eval_preset(frames: np.ndarray, short_side: int, crop_size: int, crop: str = "center") -> torch.Tensor:
-    """Scale, then CenterCrop (valid), ThreeCrop or TenCrop (test) (uint8 out; normalize the batch later)."""
+def eval_preset(frames: np.ndarray, short_side: int, crop_size: int, crop: str = "center",
+                out: np.ndarray | None = None) -> torch.Tensor:
+    """Scale, then CenterCrop (valid), ThreeCrop or TenCrop (test) (uint8 out; normalize the batch later).
+    ``out``: where to write the views, ``[T', c, c, 3]`` uint8."""
     frames = T.scale(frames, short_side)
-    return T.to_tensor(crop_views(frames, crop_size, crop))
+    return T.to_tensor(crop_views(frames, crop_size, crop, out))
 
 
-def crop_views(frames: np.ndarray, crop_size: int, crop: str) -> np.ndarray:
-    """The test-time views of a clip for ``crop`` in (center, three, ten)."""
+def crop_views(frames: np.ndarray, crop_size: int, crop: str, out: np.ndarray | None = None) -> np.ndarray:
+    """The test-time views of a clip for ``crop`` in (center, three, ten), into ``out`` when given."""
     match crop:
         case "center":
-            return T.center_crop(frames, crop_size)
+            return T.center_crop(frames, crop_size, out)
         case "three":
-            return T.three_crop(frames, crop_size)
+            return T.three_crop(frames, crop_size, out)
         case "ten":
-            return T.ten_crop(frames, crop_size)
+            return T.ten_crop(frames, crop_size, out)
     raise ValueError(f"unknown crop {crop!r}; choose one of center, three, ten")
 
 

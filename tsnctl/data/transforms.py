@@ -55,11 +55,13 @@ def stretch(frames: np.ndarray, short_side: int) -> np.ndarray:
     return resize(frames, out_h, out_w)
 
 
-def resize(frames: np.ndarray, height: int, width: int) -> np.ndarray:
-    """Bilinear resize of every frame (``cv2.INTER_LINEAR`` on the RGB array, as the reference)."""
-    out = np.empty((frames.shape[0], height, width, frames.shape[3]), dtype=frames.dtype)
-    for i, frame in enumerate(frames):
-        out[i] = cv2.resize(frame, (width, height), interpolation=cv2.INTER_LINEAR)
+def resize(frames: np.ndarray, height: int, width: int, out: np.ndarray | None = None) -> np.ndarray:
+    """Bilinear resize of every frame (``cv2.INTER_LINEAR`` on the RGB array, as the reference), into
+    ``out`` when given."""
+    if out is None:
+        out = np.empty((frames.shape[0], height, width, frames.shape[3]), dtype=frames.dtype)
+    for frame, target in zip(frames, out, strict=True):
+        cv2.resize(frame, (width, height), dst=target, interpolation=cv2.INTER_LINEAR)
     return out
 
 
@@ -69,8 +71,8 @@ def crop(frames: np.ndarray, box: Box) -> np.ndarray:
 
 
 def hflip(frames: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
-    """Mirror every frame left-right, into ``out`` when given. ``cv2.flip`` is ~20x faster than copying a
-    negatively strided numpy view."""
+    """Mirror every frame left-right, into ``out`` when given (``out`` may be ``frames``: cv2 swaps in
+    place). ``cv2.flip`` is ~20x faster than copying a negatively strided numpy view."""
     out = np.empty(frames.shape, frames.dtype) if out is None else out
     for frame, target in zip(frames, out, strict=True):
         cv2.flip(frame, 1, dst=target)
@@ -99,24 +101,34 @@ def multi_scale_crop_box(height: int, width: int, crop_size: int, rng: np.random
     return x0, y0, x1 - x0, y1 - y0
 
 
-def multi_scale_crop(frames: np.ndarray, crop_size: int, rng: np.random.Generator) -> np.ndarray:
-    """MultiScaleCrop (train): a random box from ``multi_scale_crop_box``, resized to crop_size^2."""
+def multi_scale_crop(frames: np.ndarray, crop_size: int, rng: np.random.Generator,
+                     out: np.ndarray | None = None) -> np.ndarray:
+    """MultiScaleCrop (train): a random box from ``multi_scale_crop_box``, resized to crop_size^2 (into
+    ``out`` when given)."""
     height, width = frames.shape[1:3]
     box = multi_scale_crop_box(height, width, crop_size, rng)
-    return resize(crop(frames, box), crop_size, crop_size)
+    return resize(crop(frames, box), crop_size, crop_size, out)
 
 
-def random_hflip(frames: np.ndarray, rng: np.random.Generator, p: float = 0.5) -> np.ndarray:
-    return hflip(frames) if rng.random() < p else frames
+def random_hflip(frames: np.ndarray, rng: np.random.Generator, p: float = 0.5, in_place: bool = False) -> np.ndarray:
+    """Mirror the whole clip with probability ``p`` (one draw per clip), in place when asked."""
+    if rng.random() < p:
+        return hflip(frames, frames if in_place else None)
+    return frames
 
 
 def center_crop_box(height: int, width: int, crop_size: int) -> Box:
     return (width - crop_size) // 2, (height - crop_size) // 2, crop_size, crop_size
 
 
-def center_crop(frames: np.ndarray, crop_size: int) -> np.ndarray:
-    """CenterCrop (valid): ``x = (W-c)//2``, ``y = (H-c)//2``. ``[T,H,W,C] -> [T,c,c,C]``."""
-    return crop(frames, center_crop_box(*frames.shape[1:3], crop_size))
+def center_crop(frames: np.ndarray, crop_size: int, out: np.ndarray | None = None) -> np.ndarray:
+    """CenterCrop (valid): ``x = (W-c)//2``, ``y = (H-c)//2``. ``[T,H,W,C] -> [T,c,c,C]`` (a view of
+    ``frames``, or copied into ``out`` when given)."""
+    views = crop(frames, center_crop_box(*frames.shape[1:3], crop_size))
+    if out is None:
+        return views
+    out[...] = views
+    return out
 
 
 def ten_crop_boxes(height: int, width: int, crop_size: int) -> list[Box]:
@@ -129,13 +141,15 @@ def ten_crop_boxes(height: int, width: int, crop_size: int) -> list[Box]:
     return [(x, y, crop_size, crop_size) for x, y in corners]
 
 
-def ten_crop(frames: np.ndarray, crop_size: int) -> np.ndarray:
+def ten_crop(frames: np.ndarray, crop_size: int, out: np.ndarray | None = None) -> np.ndarray:
     """TenCrop (test). ``[T,H,W,C] -> [10*T,c,c,C]`` ordered ``[p0 x T, p0 flipped x T, p1 x T, ...]``.
 
-    Each view is written once into one output array: the 25x10 test clip is 37 MB of uint8.
+    Each view is written once into one output array (``out`` when given): the 25x10 test clip is 37 MB of
+    uint8.
     """
     t = frames.shape[0]
-    out = np.empty((10 * t, crop_size, crop_size, frames.shape[3]), frames.dtype)
+    if out is None:
+        out = np.empty((10 * t, crop_size, crop_size, frames.shape[3]), frames.dtype)
     for k, box in enumerate(ten_crop_boxes(*frames.shape[1:3], crop_size)):
         patch = crop(frames, box)
         out[2 * k * t : (2 * k + 1) * t] = patch
@@ -152,9 +166,11 @@ def three_crop_boxes(height: int, width: int, crop_size: int) -> list[Box]:
     return [(x, y, crop_size, crop_size) for y in (0, (height - crop_size) // 2, height - crop_size)]
 
 
-def three_crop(frames: np.ndarray, crop_size: int) -> np.ndarray:
-    """ThreeCrop (test). ``[T,H,W,C] -> [3*T,c,c,C]`` ordered ``[start x T, centre x T, end x T]``."""
-    return np.concatenate([crop(frames, box) for box in three_crop_boxes(*frames.shape[1:3], crop_size)])
+def three_crop(frames: np.ndarray, crop_size: int, out: np.ndarray | None = None) -> np.ndarray:
+    """ThreeCrop (test). ``[T,H,W,C] -> [3*T,c,c,C]`` ordered ``[start x T, centre x T, end x T]`` (into
+    ``out`` when given)."""
+    views = [crop(frames, box) for box in three_crop_boxes(*frames.shape[1:3], crop_size)]
+    return np.concatenate(views, out=out)
 
 
 def to_tensor(frames: np.ndarray) -> torch.Tensor:

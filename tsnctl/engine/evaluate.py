@@ -17,6 +17,7 @@ import torch
 from tsnctl.config import Config
 from tsnctl.data.dataset import BadClip, ClipSettings
 from tsnctl.data.presets import VIEWS_PER_FRAME
+from tsnctl.data.views import FrameViews
 from tsnctl.engine.distributed import all_ranks, check_shared_memory, gather_by_index, is_main, local_world_size
 from tsnctl.engine.loaders import clip_loader, model_input, read_split, resolve_device
 from tsnctl.engine.metrics import accuracy, mean_class_accuracy
@@ -50,8 +51,8 @@ def evaluate(model: torch.nn.Module, loader, device: torch.device, progress: Pro
     return torch.cat(all_logits), torch.cat(all_labels), all_bad
 
 
-def chunked_logits(model: torch.nn.Module, clips: torch.Tensor, device: torch.device, max_views: int = 0
-                   ) -> torch.Tensor:
+def chunked_logits(model: torch.nn.Module, clips: torch.Tensor | FrameViews, device: torch.device,
+                   max_views: int = 0) -> torch.Tensor:
     """Logits ``[N, C]`` of uint8 clips ``[N, V, 3, H, W]``, at most ``max_views`` views per forward pass.
 
     The head averages backbone features over all V views, so the chunks' features are summed and divided
@@ -63,9 +64,12 @@ def chunked_logits(model: torch.nn.Module, clips: torch.Tensor, device: torch.de
         return model(model_input(clips, device))
     segments = clip_length(model)  # a temporal shift needs whole clips of T views in every chunk
     step = max(segments, max_views // n // segments * segments)
+    if isinstance(clips, FrameViews):
+        clips = clips.to(device)  # the frames cross once; each chunk cuts only its own views
     total = None
     for start in range(0, views, step):
-        features = model.forward_features(model_input(clips[:, start : start + step], device)).sum(dim=1)
+        chunk = clips.views(start, start + step) if isinstance(clips, FrameViews) else clips[:, start : start + step]
+        features = model.forward_features(model_input(chunk, device)).sum(dim=1)
         total = features if total is None else total + features
     return model.forward_head((total / views)[:, None])
 

@@ -10,9 +10,10 @@ import torch
 from torch.utils.data import DataLoader, DistributedSampler, Sampler
 
 from tsnctl.config import Config
-from tsnctl.data.dataset import ClipDataset, ClipSettings, collate_clips, worker_init
+from tsnctl.data.dataset import ClipDataset, ClipSettings, keep_batch, worker_init
 from tsnctl.data.lists import Sample, read_labels, read_list
 from tsnctl.data.transforms import normalize
+from tsnctl.data.views import FrameViews
 from tsnctl.engine.distributed import rank, world_size
 from tsnctl.errors import UserError
 
@@ -92,7 +93,7 @@ class EpochSampler(Sampler):
 
 def clip_loader(samples: list[Sample], settings: ClipSettings, batch_size: int, num_workers: int,
                 shuffle: bool = False, seed: int = 0) -> DataLoader:
-    """A DataLoader of ``(clips, labels, bad_clips)`` batches over this rank's clips (see ``collate_clips``):
+    """A DataLoader of ``(clips, labels, bad_clips)`` batches over this rank's clips (see ``load_batch``):
     uint8 ``[N, T', 3, H, W]`` (normalize with ``model_input``), int labels ``[N]``, unreadable clips.
 
     Training shuffles and drops the last incomplete batch, as the reference: one permutation per
@@ -115,7 +116,7 @@ def clip_loader(samples: list[Sample], settings: ClipSettings, batch_size: int, 
     # RNG at each epoch, which would make a resumed run's dropout differ from an uninterrupted one.
     return DataLoader(dataset, batch_size=batch_size, sampler=EpochSampler(inner), num_workers=workers,
                       drop_last=shuffle, pin_memory=torch.cuda.is_available(), worker_init_fn=worker_init,
-                      collate_fn=collate_clips, generator=torch.Generator(), **extra)
+                      collate_fn=keep_batch, generator=torch.Generator(), **extra)
 
 
 class ShardSampler(Sampler[int]):
@@ -138,10 +139,12 @@ def set_loader_epoch(loader: DataLoader, epoch: int, start_step: int = 0) -> Non
     loader.sampler.set_epoch(epoch, start_step * loader.batch_size)
 
 
-def model_input(clips: torch.Tensor, device: torch.device) -> torch.Tensor:
+def model_input(clips: torch.Tensor | FrameViews, device: torch.device) -> torch.Tensor:
     """uint8 ``[N, V, 3, H, W]`` from a loader -> normalized float32 on ``device``.
 
     The one float conversion of the data path, per batch and on the GPU when there is one: moving uint8
-    is 4x less traffic than float32.
+    is 4x less traffic than float32. A TenCrop/ThreeCrop batch moves as frames and its views are cut on
+    ``device``.
     """
-    return normalize(clips.to(device, non_blocking=True))
+    clips = clips.to(device, non_blocking=True)
+    return normalize(clips.views() if isinstance(clips, FrameViews) else clips)
