@@ -81,6 +81,8 @@ def extract_frames(src: str | Path, out: str | Path, list_file: str | Path | Non
 
     Videos whose frame folder already exists are skipped (``overwrite`` extracts them again); videos
     that fail are listed in ``summary.failed`` and left out of the frame list, the others still count.
+    With several workers each decodes on one thread (the workers use the cores); one worker lets
+    FFmpeg decode on all cores.
     """
     if not 1 <= quality <= 100:
         raise UserError(f"--quality must be in 1..100, got {quality}")
@@ -99,7 +101,8 @@ def extract_frames(src: str | Path, out: str | Path, list_file: str | Path | Non
         summary.label_file.write_text("".join(f"{i} {name}\n" for i, name in enumerate(classes)))
 
     results: dict[str, JobResult] = {}
-    args = [(job, out, short_side, quality, overwrite) for job in jobs]
+    threads = 1 if workers > 1 else 0
+    args = [(job, out, short_side, quality, overwrite, threads) for job in jobs]
     if workers > 1:
         with ProcessPoolExecutor(max_workers=workers, initializer=_die_with_parent) as pool:
             for done, (name, result) in enumerate(pool.map(_extract_job, args), start=1):
@@ -147,8 +150,8 @@ def _die_with_parent() -> None:
         ctypes.CDLL(None).prctl(pr_set_pdeathsig, signal.SIGKILL)
 
 
-def _extract_job(arg: tuple[VideoJob, Path, int, int, bool]) -> tuple[str, JobResult]:
-    job, out, short_side, quality, overwrite = arg
+def _extract_job(arg: tuple[VideoJob, Path, int, int, bool, int]) -> tuple[str, JobResult]:
+    job, out, short_side, quality, overwrite, threads = arg
     cv2.setNumThreads(1)
     folder = out / job.name
     if folder.is_dir() and not overwrite:
@@ -156,7 +159,7 @@ def _extract_job(arg: tuple[VideoJob, Path, int, int, bool]) -> tuple[str, JobRe
         files = list(folder.glob("img_*.jpg"))
         return job.name, JobResult("skipped", len(files), sum(f.stat().st_size for f in files))
     try:
-        frames, size = extract_video(job.path, folder, short_side, quality)
+        frames, size = extract_video(job.path, folder, short_side, quality, threads)
         return job.name, JobResult("extracted", frames, size)
     except UserError as exc:
         return job.name, JobResult("failed", reason=str(exc))
@@ -174,9 +177,14 @@ def _write_report(path: Path, jobs: list[VideoJob], results: dict[str, JobResult
     os.replace(tmp, path)
 
 
-def extract_video(video: Path, folder: Path, short_side: int = 0, quality: int = 95) -> tuple[int, int]:
-    """Write every frame of ``video`` into ``folder``; returns (frames, bytes written)."""
-    capture = open_video(video)
+def extract_video(video: Path, folder: Path, short_side: int = 0, quality: int = 95,
+                  threads: int = 1) -> tuple[int, int]:
+    """Write every frame of ``video`` into ``folder``; returns (frames, bytes written).
+
+    The files are byte-identical to the reference's ``cv2.VideoCapture`` + ``cv2.imwrite`` at the same
+    quality; ``threads`` are FFmpeg's decoding threads (see ``open_video``).
+    """
+    capture = open_video(video, threads)
     tmp = folder.with_name(folder.name + ".part")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
@@ -195,7 +203,7 @@ def extract_video(video: Path, folder: Path, short_side: int = 0, quality: int =
             if not ok:
                 raise UserError(f"{video}: JPEG encoding failed at frame {count + 1}")
             count += 1
-            (tmp / f"img_{count:05d}.jpg").write_bytes(data.tobytes())
+            (tmp / f"img_{count:05d}.jpg").write_bytes(data)  # the encoder's buffer, not a copy of it
             size += data.size
     finally:
         capture.release()
