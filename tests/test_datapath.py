@@ -105,7 +105,7 @@ def test_extracted_files_are_byte_identical_to_the_reference(tmp_path, example_a
     from tsnctl.extract import extract_video
 
     h264 = tmp_path / "textured.mp4"
-    synthetic.write_h264(h264, synthetic.render_frames(30, height=96, width=128))
+    synthetic.write_h264(h264, synthetic.render_frames(70, height=96, width=128))  # > 2 write batches
     for video in (h264, write_bframe_video(tmp_path / "bframes.mp4", 30), example_avi):
         expected = reference_extraction(video, tmp_path / "reference" / video.name)
         for threads in (1, 0):  # one decoding thread per worker, or FFmpeg's choice
