@@ -1,11 +1,15 @@
 """``tsnctl bench`` and ``extract-frames --dry-run`` on tiny synthetic media."""
 
+import functools
 import json
+import sys
+import types
 
+import pytest
 from conftest import write_frames, write_video
 from typer.testing import CliRunner
 
-from tsnctl.bench import reference
+from tsnctl.bench import extract, reference
 from tsnctl.cli import app
 from tsnctl.data import transforms as T
 from tsnctl.data.dataset import ClipSettings, load_clip
@@ -63,3 +67,38 @@ def test_extract_dry_run_counts_frames_and_writes_nothing(tmp_path):
     assert "2 videos, ~19 frames" in result.output
     assert "KB per frame from 6 sample frames" in result.output
     assert not (tmp_path / "out").exists()
+
+
+
+def test_ffmpeg_is_taken_from_the_path_first(monkeypatch):
+    monkeypatch.setattr(extract.shutil, "which", lambda name: f"/opt/bin/{name}")
+    assert extract.find_ffmpeg() == "/opt/bin/ffmpeg"
+
+
+def test_ffmpeg_falls_back_to_imageio_ffmpeg_then_to_none(monkeypatch):
+    monkeypatch.setattr(extract.shutil, "which", lambda name: None)
+    wheel = types.SimpleNamespace(get_ffmpeg_exe=lambda: "/site-packages/imageio_ffmpeg/binaries/ffmpeg")
+    monkeypatch.setitem(sys.modules, "imageio_ffmpeg", wheel)
+    assert extract.find_ffmpeg() == "/site-packages/imageio_ffmpeg/binaries/ffmpeg"
+    monkeypatch.setitem(sys.modules, "imageio_ffmpeg", None)  # not installed: the import raises ImportError
+    assert extract.find_ffmpeg() is None
+
+
+def test_bench_extract_skips_ffmpeg_with_a_note_when_there_is_none(monkeypatch):
+    monkeypatch.setattr(extract, "find_ffmpeg", lambda: None)
+    result = extract.bench_extract(repeats=1, num_frames=5)
+    assert result.cases[-1].frames_per_s is None and "not found" in result.cases[-1].note
+    assert result.ratio_to_ffmpeg is None and "skipped" in result.ffmpeg
+
+
+def test_bench_extract_against_ffmpeg(tmp_path, monkeypatch):
+    """The real comparison on a tiny clip, through the CLI (ffmpeg from the PATH or imageio-ffmpeg)."""
+    if extract.find_ffmpeg() is None:
+        pytest.skip("no ffmpeg on the PATH and imageio-ffmpeg not installed")
+    monkeypatch.setattr(extract, "bench_extract", functools.partial(extract.bench_extract, num_frames=10))
+    result = run("bench", "extract", "--repeats", "1", "--json", tmp_path / "extract.json")
+    assert "ffmpeg version" in result.output and "extract-frames / ffmpeg" in result.output
+    bench = json.loads((tmp_path / "extract.json").read_text())
+    assert bench["cases"][-1]["name"] == extract.FFMPEG_CASE
+    assert all(case["frames_per_s"] > 0 for case in bench["cases"])
+    assert bench["ratio_to_ffmpeg"] > 0

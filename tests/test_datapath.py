@@ -139,6 +139,32 @@ def write_bframe_video(path, num_frames: int, height: int = 64, width: int = 96)
     return path
 
 
+def reference_extraction(video, folder) -> list[bytes]:
+    """The reference's extraction: ``cv2.VideoCapture`` (FFmpeg's default threads), ``cv2.imwrite`` q95."""
+    import cv2
+
+    folder.mkdir(parents=True)
+    capture, files = cv2.VideoCapture(str(video)), []
+    while (frame := capture.read()[1]) is not None:
+        cv2.imwrite(str(folder / "frame.jpg"), frame, [cv2.IMWRITE_JPEG_QUALITY, 95])
+        files.append((folder / "frame.jpg").read_bytes())
+    return files
+
+
+def test_extracted_files_are_byte_identical_to_the_reference(tmp_path, example_avi):
+    from tsnctl.bench import synthetic
+    from tsnctl.extract import extract_video
+
+    h264 = tmp_path / "textured.mp4"
+    synthetic.write_h264(h264, synthetic.render_frames(70, height=96, width=128))  # > 2 write batches
+    for video in (h264, write_bframe_video(tmp_path / "bframes.mp4", 30), example_avi):
+        expected = reference_extraction(video, tmp_path / "reference" / video.name)
+        for threads in (1, 0):  # one decoding thread per worker, or FFmpeg's choice
+            folder = tmp_path / "frames" / f"{video.name}-{threads}"
+            assert extract_video(video, folder, threads=threads)[0] == len(expected)
+            assert [(folder / f"img_{i:05d}.jpg").read_bytes() for i in range(1, len(expected) + 1)] == expected
+
+
 def test_video_path_matches_the_extracted_frames(tmp_path):
     from tsnctl.data.decode import count_folder_frames, read_frame_folder, read_video
     from tsnctl.extract import extract_video

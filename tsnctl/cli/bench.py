@@ -113,7 +113,10 @@ def bench_extract(
     repeats: Annotated[int, typer.Option(help="Runs per measurement (the best counts).")] = 3,
     json_file: JsonOpt = None,
 ) -> None:
-    """Frames/s of extract-frames on one core, against 'ffmpeg -i clip.mp4 -q:v 2 img_%05d.jpg'."""
+    """Frames/s of extract-frames on one core, against 'ffmpeg -i clip.mp4 -q:v 2 img_%05d.jpg'.
+
+    ffmpeg is taken from the PATH, else from the imageio-ffmpeg package (pip install 'tsnctl[bench]').
+    """
     from tsnctl.bench.extract import bench_extract as run
 
     with rich_progress() as progress:
@@ -124,6 +127,7 @@ def bench_extract(
     for case in result.cases:
         table.add_row(case.name, f"{case.frames_per_s:.1f}" if case.frames_per_s else "-", case.note)
     out_console.print(table)
+    out_console.print(f"ffmpeg: {result.ffmpeg}")
     if result.ratio_to_ffmpeg:
-        out_console.print(f"extract-frames / ffmpeg: {result.ratio_to_ffmpeg:.2f}x")
+        out_console.print(f"extract-frames / ffmpeg, frames per CPU-second: {result.ratio_to_ffmpeg:.2f}x")
     _write_json(json_file, result)

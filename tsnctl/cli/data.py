@@ -39,7 +39,9 @@ def extract_frames(
                          "OUT/frame_list.txt for a folder, OUT/<list name>_frames.txt for a list).")] = None,
     root: Annotated[str, typer.Option(help="Folder the video list's paths are relative to (default: the "
                                            "list's folder).")] = "",
-    workers: Annotated[int, typer.Option(help="Videos extracted in parallel.")] = min(4, os.cpu_count() or 1),
+    workers: Annotated[int, typer.Option(help="Videos extracted in parallel, each decoded on one thread (the "
+                                              "least CPU per frame); with 1, FFmpeg decodes on every core."
+                                         )] = min(4, os.cpu_count() or 1),
     short_side: Annotated[int, typer.Option(help="Resize frames to this short side (aspect kept); 0 keeps the "
                                                  "size, as the reference.")] = 0,
     quality: Annotated[int, typer.Option(help="JPEG quality (the reference uses OpenCV's default, 95).")] = 95,

@@ -84,13 +84,19 @@ def count_video_frames(path: Path) -> int:
     return video.count_frames(path)
 
 
-def open_video(path: Path) -> cv2.VideoCapture:
-    """An OpenCV capture for sequential reading (``extract-frames``); errors name the file."""
+def open_video(path: Path, threads: int = 0) -> cv2.VideoCapture:
+    """An OpenCV capture for sequential reading (``extract-frames``); errors name the file.
+
+    ``threads``: FFmpeg decoding threads, 0 for FFmpeg's choice (one per core). Decoding is bit-exact
+    whatever the count; one thread spends ~25% less CPU per frame, the right choice when processes
+    already decode one video per core.
+    """
     if not path.is_file():
         raise UserError(f"{path}: video file not found")
     if path.stat().st_size == 0:
         raise UserError(f"{path}: empty file (0 bytes)")
-    capture = cv2.VideoCapture(str(path))
+    params = [cv2.CAP_PROP_N_THREADS, threads] if threads else []
+    capture = cv2.VideoCapture(str(path), cv2.CAP_ANY, params)
     if not capture.isOpened():
         raise UserError(f"{path}: not a readable video (not a video, no video stream, or a truncated container)")
     return capture
