@@ -11,12 +11,16 @@ resize: at most 1 for Scale + a fixed crop, 2 for Scale + MultiScaleCrop's resiz
 
 from __future__ import annotations
 
+import json
+
 import cv2
 import numpy as np
 import pytest
 import torch
+from typer.testing import CliRunner
 
 from tsnctl.bench.synthetic import render_frames, write_frame_folder, write_h264
+from tsnctl.cli import app
 from tsnctl.config import load_config
 from tsnctl.data.dataset import ClipDataset, ClipSettings
 from tsnctl.data.device_path import DeviceLoader, EncodedClipDataset, device_batch
@@ -130,6 +134,21 @@ def test_decode_device_cuda_needs_the_run_on_a_gpu(media, tmp_path):
         decode_device("cuda", CPU)
     with pytest.raises(UserError, match=r"data\.decode_device is 'gpu'; choose one of cpu, cuda"):
         load_config(None, ["data.decode_device=gpu"])
+
+
+def test_bench_data_measures_the_device_path(media, tmp_path):
+    lines = "".join(f"{s.path} {s.num_frames} {s.label}\n" for s in media["frames"])
+    (tmp_path / "list.txt").write_text(lines)
+    out = tmp_path / "bench.json"
+    result = CliRunner().invoke(app, ["bench", "data", "-o", f"data.train_list={tmp_path / 'list.txt'}",
+                                      "-o", f"data.test_list={tmp_path / 'list.txt'}", "-o", "data.short_side=64",
+                                      "-o", "data.crop_size=56", "-o", "test.num_seg=3", "-o", "train.batch_size=2",
+                                      "--formats", "frames", "--decode-device", "cpu", "--min-time", "0.05",
+                                      "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    cases = json.loads(out.read_text())["cases"]
+    assert [(c["mode"], c["views"], c["batch_size"]) for c in cases] == [("train", "3", 2), ("test", "3 x 10 = 30", 1)]
+    assert all(c["cpu_path_ms"] > 0 and c["worker_ms"] > 0 and c["device_ms"] > 0 for c in cases)
 
 
 # --- GPUs (benchmarks/gpu.sh runs these with pytest -m cuda) -------------------------------------------------------
