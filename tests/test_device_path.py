@@ -26,7 +26,7 @@ from tsnctl.data.dataset import ClipDataset, ClipSettings
 from tsnctl.data.device_path import DeviceLoader, EncodedClipDataset, device_batch
 from tsnctl.data.lists import Sample
 from tsnctl.data.sampling import eval_indices, sample_rng, train_indices
-from tsnctl.engine.loaders import clip_loader, decode_device, set_loader_epoch
+from tsnctl.engine.loaders import clip_loader, resolve_decode_device, set_loader_epoch
 from tsnctl.errors import UserError
 
 CPU = torch.device("cpu")
@@ -129,9 +129,9 @@ def test_the_test_loop_scores_device_batches_as_cpu_batches(media):
 
 
 def test_decode_device_cuda_needs_the_run_on_a_gpu(media, tmp_path):
-    assert decode_device("cpu", torch.device("cuda")) is None
+    assert resolve_decode_device("cpu", torch.device("cuda")) is None
     with pytest.raises(UserError, match=r"data\.decode_device is cuda, but this run's device is cpu"):
-        decode_device("cuda", CPU)
+        resolve_decode_device("cuda", CPU)
     with pytest.raises(UserError, match=r"data\.decode_device is 'gpu'; choose one of cpu, cuda"):
         load_config(None, ["data.decode_device=gpu"])
 

@@ -196,7 +196,7 @@ def _files(clip: EncodedClip) -> list[torch.Tensor]:
 
 def _frames(clip: EncodedClip, images: list[torch.Tensor], device: torch.device) -> torch.Tensor:
     if not clip.ends:  # decoded on the CPU: [T, H, W, 3]
-        return clip.data.to(device, non_blocking=True).permute(0, 3, 1, 2)
+        return clip.data.to(device).permute(0, 3, 1, 2)
     return torch.stack([images[k] for k in clip.order])
 
 

@@ -91,7 +91,7 @@ class EpochSampler(Sampler):
         return max(0, len(self.inner) - self.start)
 
 
-def decode_device(name: str, device: torch.device) -> torch.device | None:
+def resolve_decode_device(name: str, device: torch.device) -> torch.device | None:
     """Where batches are decoded and cropped for ``data.decode_device=name``: None for the CPU loader workers,
     else the run's GPU ``device``."""
     if name == "cpu":

@@ -30,9 +30,9 @@ from tsnctl.engine.evaluate import evaluate_all
 from tsnctl.engine.loaders import (
     class_names,
     clip_loader,
-    decode_device,
     model_input,
     read_split,
+    resolve_decode_device,
     resolve_device,
     set_loader_epoch,
 )
@@ -101,7 +101,7 @@ def train(cfg: Config, output_dir: str | Path, validate: bool = False, resume: b
                         f"accumulate {cfg.train.accumulate})")
     dist.check_shared_memory(cfg.data.num_workers, cfg.train.batch_size, cfg.train.num_seg, cfg.data.crop_size,
                              dist.local_world_size())
-    decode_on = decode_device(cfg.data.decode_device, device)
+    decode_on = resolve_decode_device(cfg.data.decode_device, device)
     train_loader = clip_loader(
         train_samples,
         ClipSettings(cfg.data.format, cfg.train.num_seg, cfg.data.short_side, cfg.data.crop_size, mode="train",
