@@ -5,7 +5,8 @@
 #   3. 25x10 test videos/s,
 #   4. with more than one GPU: clips/s on 1 GPU vs all GPUs through `tsnctl`'s DDP launcher,
 #   5. the data path with batches normalized on the GPU vs on the CPU (`tsnctl bench data`),
-#   6. onnxruntime latency per 25x10 video on CPU, CUDA and TensorRT, fp32 and fp16
+#   6. the GPU data path (data.decode_device=cuda: nvJPEG decode, crops on the GPU) vs the CPU worker path,
+#   7. onnxruntime latency per 25x10 video on CPU, CUDA and TensorRT, fp32 and fp16
 #      (CUDA/TensorRT need the onnxruntime-gpu package; without it those rows say so).
 # Synthetic tensors, nothing downloaded. Without a GPU it says so and exits 0.
 set -euo pipefail
@@ -37,5 +38,8 @@ TSNCTL=("$PY" -c "from tsnctl.cli import main; main()")
 echo "== data path: batches normalized on the GPU, then on the CPU"
 "${TSNCTL[@]}" bench data --formats frames --modes train,test --device cuda
 "${TSNCTL[@]}" bench data --formats frames --modes train,test --device cpu
+echo "== GPU data path (decode and crops on the GPU) vs the CPU worker path"
+timeout 300 "${TSNCTL[@]}" bench data --formats frames,video --modes train,test --decode-device cuda --min-time 1 \
+    || echo "bench data --decode-device cuda: stopped with exit status $?"
 echo "== onnxruntime latency"
 "$PY" benchmarks/onnx_latency.py --repeats 5

@@ -32,6 +32,7 @@ class DataConfig:
     short_side: int = 256  # Scale: the short side after resizing (aspect ratio kept)
     crop_size: int = 224  # side of the square crops fed to the network
     num_workers: int = -1  # DataLoader worker processes; -1: CPU cores per GPU less one; 0: main process
+    decode_device: str = "cpu"  # cpu: loader workers decode and crop; cuda: JPEG decode and crops on the GPU
 
 
 @dataclass
@@ -114,6 +115,7 @@ class Config:
 
 CHOICES: dict[str, tuple[str, ...]] = {
     "data.format": ("frames", "video"),
+    "data.decode_device": ("cpu", "cuda"),
     "model.backbone": ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152"),
     "model.shift_place": ("residual",),
     "test.crop": ("ten", "three", "center"),

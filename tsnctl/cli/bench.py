@@ -46,6 +46,9 @@ def bench_data(
     device: Annotated[str, typer.Option("--device", help="Where batches become model input (TenCrop views cut, "
                                                          "normalized): cpu, or cuda as in GPU training "
                                                          "(host-to-device copy included).")] = "cpu",
+    decode_device: Annotated[str | None, typer.Option(
+        "--decode-device", help="Instead: the device data path (data.decode_device) decoding and cropping on this "
+                                "device (cuda; cpu runs it here), against the CPU worker path.")] = None,
     json_file: JsonOpt = None,
 ) -> None:
     """Data path ms per sample by stage, on one core, against the reference's per-image path.
@@ -54,6 +57,9 @@ def bench_data(
     from tsnctl.bench.data import bench_data as run
 
     cfg = build_config(config, override)
+    if decode_device:
+        _bench_device_data(cfg, formats, modes, decode_device, min_time, json_file)
+        return
     with rich_progress() as progress:
         result = run(cfg, _csv(formats), _csv(modes), min_time, baseline, device, progress)
     out_console.print(f"bench data on {result.source}; one core, ms per sample; batches normalized on "
@@ -73,6 +79,25 @@ def bench_data(
                       f"{case.speedup_loader:.2f}x" if case.speedup_loader else "-")
     out_console.print(stages)
     out_console.print(speed)
+    _write_json(json_file, result)
+
+
+def _bench_device_data(cfg, formats: str, modes: str, device: str, min_time: float, json_file: Path | None) -> None:
+    from tsnctl.bench.device_data import bench_device_data
+
+    with rich_progress() as progress:
+        result = bench_device_data(cfg, _csv(formats), _csv(modes), device, min_time, progress)
+    out_console.print(f"bench data --decode-device on {result.source}; ms per clip: CPU path and worker on one "
+                      f"core (CPU time), device path on {result.device} (wall time)", highlight=False)
+    table = Table(title="device data path against the CPU worker path", title_justify="left")
+    for column in ("format", "mode", "views", "batch", "CPU path", "worker", "device", "clips/s", "speed-up",
+                   "cores"):
+        table.add_column(column, justify="left" if column in ("format", "mode") else "right")
+    for case in result.cases:
+        table.add_row(case.fmt, case.mode, case.views, str(case.batch_size), _ms(case.cpu_path_ms),
+                      _ms(case.worker_ms), _ms(case.device_ms), f"{1000 / case.device_ms:.1f}",
+                      f"{case.worker_speedup:.2f}x", f"{case.cores_matched:.1f}")
+    out_console.print(table)
     _write_json(json_file, result)
 
 

@@ -19,7 +19,7 @@ from tsnctl.data.dataset import BadClip, ClipSettings
 from tsnctl.data.presets import VIEWS_PER_FRAME
 from tsnctl.data.views import FrameViews
 from tsnctl.engine.distributed import all_ranks, check_shared_memory, gather_by_index, is_main, local_world_size
-from tsnctl.engine.loaders import clip_loader, model_input, read_split, resolve_device
+from tsnctl.engine.loaders import clip_loader, model_input, read_split, resolve_decode_device, resolve_device
 from tsnctl.engine.metrics import accuracy, mean_class_accuracy
 from tsnctl.errors import UserError
 from tsnctl.models.tsm import clip_length, set_num_segments
@@ -118,7 +118,8 @@ def run_test(model: torch.nn.Module, cfg: Config, list_file: str = "", save_scor
     crops = VIEWS_PER_FRAME[cfg.test.crop]
     check_shared_memory(cfg.data.num_workers, cfg.test.batch_size, cfg.test.num_seg * crops, cfg.data.crop_size,
                         local_world_size())
-    loader = clip_loader(samples, settings, cfg.test.batch_size, cfg.data.num_workers)
+    loader = clip_loader(samples, settings, cfg.test.batch_size, cfg.data.num_workers,
+                         decode_device=resolve_decode_device(cfg.data.decode_device, device))
     logits, labels, bad = evaluate_all(model.to(device), loader, device, progress, "test",
                                        cfg.test.max_views_per_batch)
     for clip in bad if is_main() else []:

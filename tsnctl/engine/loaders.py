@@ -11,6 +11,7 @@ from torch.utils.data import DataLoader, DistributedSampler, Sampler
 
 from tsnctl.config import Config
 from tsnctl.data.dataset import ClipDataset, ClipSettings, keep_batch, worker_init
+from tsnctl.data.device_path import DeviceLoader, EncodedClipDataset, keep_list
 from tsnctl.data.lists import Sample, read_labels, read_list
 from tsnctl.data.transforms import normalize
 from tsnctl.data.views import FrameViews
@@ -91,9 +92,21 @@ class EpochSampler(Sampler):
         return max(0, len(self.inner) - self.start)
 
 
+def resolve_decode_device(name: str, device: torch.device) -> torch.device | None:
+    """Where batches are decoded and cropped for ``data.decode_device=name``: None for the CPU loader workers,
+    else the run's GPU ``device``."""
+    if name == "cpu":
+        return None
+    if device.type != "cuda":
+        raise UserError(f"data.decode_device is {name}, but this run's device is {device} (no CUDA GPU, or "
+                        "train.device=cpu); set data.decode_device=cpu")
+    return device
+
+
 def clip_loader(samples: list[Sample], settings: ClipSettings, batch_size: int, num_workers: int,
-                shuffle: bool = False, seed: int = 0) -> DataLoader:
-    """A DataLoader of ``(clips, labels, bad_clips)`` batches over this rank's clips (see ``load_batch``):
+                shuffle: bool = False, seed: int = 0, decode_device: torch.device | None = None
+                ) -> DataLoader | DeviceLoader:
+    """A DataLoader of ``(clips, labels, bad_clips)`` batches over this rank's clips (``ClipDataset.load_batch``):
     uint8 ``[N, T', 3, H, W]`` (normalize with ``model_input``), int labels ``[N]``, unreadable clips.
 
     Training shuffles and drops the last incomplete batch, as the reference: one permutation per
@@ -102,9 +115,12 @@ def clip_loader(samples: list[Sample], settings: ClipSettings, batch_size: int, 
     order (rank r of W gets clips r, r+W, ...).
 
     ``num_workers < 0`` sizes the worker pool to the machine. Workers persist across epochs and prefetch
-    four batches each; batches land in pinned memory when a GPU is present.
+    four batches each; batches land in pinned memory when a GPU is present. With ``decode_device`` the
+    workers only sample and read, and the same batches (clips on that device) come out of a
+    ``DeviceLoader`` (see ``data/device_path.py``).
     """
-    dataset = ClipDataset(samples, settings)
+    on_device = decode_device is not None
+    dataset = EncodedClipDataset(samples, settings) if on_device else ClipDataset(samples, settings)
     if shuffle:
         inner: Sampler = DistributedSampler(dataset, num_replicas=world_size(), rank=rank(), shuffle=True,
                                             seed=seed, drop_last=True)
@@ -114,9 +130,11 @@ def clip_loader(samples: list[Sample], settings: ClipSettings, batch_size: int, 
     extra = {"persistent_workers": True, "prefetch_factor": 4} if workers > 0 else {}
     # The loader's own generator (only used to seed workers) keeps it from drawing on the global torch
     # RNG at each epoch, which would make a resumed run's dropout differ from an uninterrupted one.
-    return DataLoader(dataset, batch_size=batch_size, sampler=EpochSampler(inner), num_workers=workers,
-                      drop_last=shuffle, pin_memory=torch.cuda.is_available(), worker_init_fn=worker_init,
-                      collate_fn=keep_batch, generator=torch.Generator(), **extra)
+    loader = DataLoader(dataset, batch_size=batch_size, sampler=EpochSampler(inner), num_workers=workers,
+                        drop_last=shuffle, pin_memory=torch.cuda.is_available() and not on_device,
+                        worker_init_fn=worker_init, collate_fn=keep_list if on_device else keep_batch,
+                        generator=torch.Generator(), **extra)
+    return DeviceLoader(loader, decode_device) if on_device else loader
 
 
 class ShardSampler(Sampler[int]):
@@ -132,7 +150,7 @@ class ShardSampler(Sampler[int]):
         return len(self.indices)
 
 
-def set_loader_epoch(loader: DataLoader, epoch: int, start_step: int = 0) -> None:
+def set_loader_epoch(loader: DataLoader | DeviceLoader, epoch: int, start_step: int = 0) -> None:
     """Make the next pass over ``loader`` draw epoch ``epoch``'s order and random segments and crops,
     beginning after its first ``start_step`` batches (a mid-epoch resume)."""
     loader.dataset.set_epoch(epoch)

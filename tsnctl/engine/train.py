@@ -27,7 +27,15 @@ from tsnctl.data.dataset import ClipSettings
 from tsnctl.engine import distributed as dist
 from tsnctl.engine.checkpoint import load_checkpoint, save_checkpoint
 from tsnctl.engine.evaluate import evaluate_all
-from tsnctl.engine.loaders import class_names, clip_loader, model_input, read_split, resolve_device, set_loader_epoch
+from tsnctl.engine.loaders import (
+    class_names,
+    clip_loader,
+    model_input,
+    read_split,
+    resolve_decode_device,
+    resolve_device,
+    set_loader_epoch,
+)
 from tsnctl.engine.metrics import accuracy
 from tsnctl.engine.optim import build_optimizer, build_scheduler
 from tsnctl.engine.resume import newest_checkpoint, restore_rng, rng_state, trim_metrics
@@ -93,11 +101,13 @@ def train(cfg: Config, output_dir: str | Path, validate: bool = False, resume: b
                         f"accumulate {cfg.train.accumulate})")
     dist.check_shared_memory(cfg.data.num_workers, cfg.train.batch_size, cfg.train.num_seg, cfg.data.crop_size,
                              dist.local_world_size())
+    decode_on = resolve_decode_device(cfg.data.decode_device, device)
     train_loader = clip_loader(
         train_samples,
         ClipSettings(cfg.data.format, cfg.train.num_seg, cfg.data.short_side, cfg.data.crop_size, mode="train",
                      image_template=cfg.data.image_template, seed=cfg.train.seed),
-        cfg.train.batch_size, cfg.data.num_workers, shuffle=True, seed=cfg.train.seed * 100_003)
+        cfg.train.batch_size, cfg.data.num_workers, shuffle=True, seed=cfg.train.seed * 100_003,
+        decode_device=decode_on)
     val_loader = None
     if validate:
         val_samples = read_split(cfg, cfg.data.val_list, "val")
@@ -105,7 +115,7 @@ def train(cfg: Config, output_dir: str | Path, validate: bool = False, resume: b
             val_samples,
             ClipSettings(cfg.data.format, cfg.valid.num_seg, cfg.data.short_side, cfg.data.crop_size,
                          crop="center", image_template=cfg.data.image_template),
-            cfg.valid.batch_size, cfg.data.num_workers)
+            cfg.valid.batch_size, cfg.data.num_workers, decode_device=decode_on)
 
     model = dist.prepare_model(build_model(cfg.model), device, cfg.train)
     if dist.world_size() > 1:  # the same initial weights everywhere, but a different dropout mask per rank
