@@ -32,7 +32,8 @@ from tsnctl.data.decode import read_frame_folder, read_video
 from tsnctl.data.device_transforms import ClipPlan, apply_plan
 from tsnctl.data.lists import Sample
 from tsnctl.data.sampling import eval_indices, sample_rng, train_indices
-from tsnctl.data.transforms import center_crop_box, multi_scale_crop_box, scaled_size, ten_crop_boxes, three_crop_boxes
+from tsnctl.data.transforms import multi_scale_crop_box, scaled_size
+from tsnctl.data.views import view_groups
 from tsnctl.errors import UserError
 
 log = logging.getLogger("tsnctl")
@@ -109,16 +110,7 @@ def plan_clip(height: int, width: int, settings: ClipSettings, rng: np.random.Ge
     if s.mode == "train":
         box = multi_scale_crop_box(*scaled, s.crop_size, rng)
         return ClipPlan(scaled, ((box, bool(rng.random() < 0.5)),), s.crop_size)  # RandomFlip, p = 0.5
-    match s.crop:
-        case "center":
-            views = ((center_crop_box(*scaled, s.crop_size), False),)
-        case "three":
-            views = tuple((box, False) for box in three_crop_boxes(*scaled, s.crop_size))
-        case "ten":
-            views = tuple((box, flip) for box in ten_crop_boxes(*scaled, s.crop_size) for flip in (False, True))
-        case _:
-            raise ValueError(f"unknown crop {s.crop!r}; choose one of center, three, ten")
-    return ClipPlan(scaled, views, s.crop_size)
+    return ClipPlan(scaled, tuple(view_groups(*scaled, s.crop_size, s.crop)), s.crop_size)
 
 
 def _jpeg_files(sample: Sample, files: list[int], template: str) -> list[bytes] | None:
