@@ -102,3 +102,9 @@ def test_bench_extract_against_ffmpeg(tmp_path, monkeypatch):
     assert bench["cases"][-1]["name"] == extract.FFMPEG_CASE
     assert all(case["frames_per_s"] > 0 for case in bench["cases"])
     assert bench["ratio_to_ffmpeg"] > 0
+
+
+def test_bench_data_refuses_a_malformed_frame_size():
+    result = CliRunner().invoke(app, ["bench", "data", "--frame-size", "1280by720"])
+    assert result.exit_code == 2 and "--frame-size '1280by720': expected WIDTHxHEIGHT" in result.output
+    assert "Traceback" not in result.output

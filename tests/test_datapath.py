@@ -1,6 +1,7 @@
 """The fast data path keeps the reference's numbers: uint8 clips normalized per batch, chunked test passes,
 per-epoch randomness with persistent workers."""
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -8,6 +9,7 @@ from conftest import write_frames
 
 from tsnctl.data import transforms as T
 from tsnctl.data.dataset import ClipDataset, ClipSettings, load_clip
+from tsnctl.data.decode import read_image
 from tsnctl.data.lists import Sample
 from tsnctl.data.sampling import sample_rng
 from tsnctl.data.views import FrameViews
@@ -201,3 +203,26 @@ def test_normalize_is_the_same_for_every_memory_layout():
         assert out.shape == clips.shape and out.dtype == torch.float32
         np.testing.assert_array_equal(out.reshape(-1, 3, 16, 24).numpy(), expected)
     np.testing.assert_array_equal(T.normalize(odd).numpy(), reference_float_path(odd.permute(0, 2, 3, 1).numpy()))
+
+
+def test_dct_scaled_decoding_gives_the_scale_size_and_close_pixels(tmp_path):
+    """data.jpeg_dct_scale: a JPEG at least twice the short side decodes reduced, then lands on exactly the
+    size Scale gives the full image; a smaller one decodes in full, as by default."""
+    ys, xs = np.mgrid[0:300, 0:410]
+    smooth = np.stack([xs * 0.5, ys * 0.7, (xs + ys) * 0.3], -1).astype(np.uint8)
+    large = tmp_path / "large.jpg"
+    cv2.imwrite(str(large), smooth)
+    full = T.scale(read_image(large)[None], 64)[0]
+    reduced = read_image(large, dct_short_side=64)
+    assert reduced.shape == full.shape == (64, 87, 3)
+    diff = np.abs(reduced.astype(int) - full)
+    assert 0 < diff.mean() < 2  # decoded another way (not the full image), the same picture: a smooth image
+    assert np.array_equal(read_image(large, dct_short_side=200), read_image(large))  # 300 < 2 x 200: in full
+
+    folder = write_frames(tmp_path / "clip", 8, height=300, width=410)
+    sample = Sample("clip", folder, 0, 8)
+    for crop in ("center", "ten"):
+        exact = ClipSettings("frames", num_seg=2, short_side=64, crop_size=56, crop=crop)
+        fast = ClipSettings("frames", num_seg=2, short_side=64, crop_size=56, crop=crop, jpeg_dct_scale=True)
+        a, b = (load_clip(sample, s, np.random.default_rng(0)) for s in (exact, fast))
+        assert a.shape == b.shape and (a.int() - b.int()).abs().float().mean() < 4

@@ -33,6 +33,7 @@ class DataConfig:
     crop_size: int = 224  # side of the square crops fed to the network
     num_workers: int = -1  # DataLoader worker processes; -1: CPU cores per GPU less one; 0: main process
     decode_device: str = "cpu"  # cpu: loader workers decode and crop; cuda: JPEG decode and crops on the GPU
+    jpeg_dct_scale: bool = False  # decode JPEGs >= 2 x short_side at reduced scale (DCT); faster, not reference pixels
 
 
 @dataclass

@@ -52,7 +52,8 @@ def command_names() -> list[str]:
 
 
 def command_pages() -> dict[str, str]:
-    """File name -> content for ``docs/commands/``: one page per command and an index."""
+    """File name -> content for ``docs/commands/``: one page per command (a group's page holds its
+    sub-commands) and an index."""
     from typer.main import get_command
 
     from tsnctl.cli import app
@@ -63,7 +64,10 @@ def command_pages() -> dict[str, str]:
     for name in command_names():
         summary = (group.commands[name].help or "").strip().split("\n\n")[0].replace("\n", " ")
         index.append(f"| [`tsnctl {name}`]({name}.md) | {summary} |")
-        pages[f"{name}.md"] = (f"{GENERATED_NOTE}\n\n# tsnctl {name}\n\n```text\n{render_help([name])}```\n")
+        page = f"{GENERATED_NOTE}\n\n# tsnctl {name}\n\n```text\n{render_help([name])}```\n"
+        for sub in getattr(group.commands[name], "commands", {}):  # a command group such as bench
+            page += f"\n## tsnctl {name} {sub}\n\n```text\n{render_help([name, sub])}```\n"
+        pages[f"{name}.md"] = page
     index += ["", "Global options (before the command):", "", "```text", render_help([]).rstrip("\n"), "```", ""]
     pages["README.md"] = "\n".join(index)
     return pages

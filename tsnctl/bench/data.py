@@ -21,13 +21,13 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import simplejpeg
 import torch
 
 from tsnctl.bench import reference, synthetic
 from tsnctl.config import Config
 from tsnctl.data import video
 from tsnctl.data.dataset import ClipDataset, ClipSettings
+from tsnctl.data.decode import decode_jpeg
 from tsnctl.data.lists import Sample, read_list
 from tsnctl.data.presets import eval_preset, train_preset
 from tsnctl.data.sampling import eval_indices, train_indices
@@ -65,8 +65,9 @@ class DataBench:
 
 def bench_data(cfg: Config, formats: tuple[str, ...] = FORMATS, modes: tuple[str, ...] = MODES,
                min_time: float = 2.0, baseline: bool = True, device: str = "cpu",
-               progress: ProgressFn = no_progress) -> DataBench:
-    """Measure each (format, mode) on the config's lists, or on generated 340x256 clips when it has none.
+               progress: ProgressFn = no_progress, frame_size: tuple[int, int] = (340, 256)) -> DataBench:
+    """Measure each (format, mode) on the config's lists, or on generated clips of ``frame_size`` (width,
+    height) when it has none.
 
     ``device`` is where the batch normalization runs (``cuda``: as in GPU training and testing)."""
     dev = resolve_device(device)
@@ -82,8 +83,9 @@ def bench_data(cfg: Config, formats: tuple[str, ...] = FORMATS, modes: tuple[str
             lists = _config_lists(cfg)
             source = f"lists of {cfg.data.format} from the config"
             if lists is None:
-                lists = _synthetic_lists(Path(tmp), formats)
-                source = "generated 340x256 clips, 250 frames (10 s at 25 fps): JPEG q95 folders and x264 mp4s"
+                lists = _synthetic_lists(Path(tmp), formats, frame_size=frame_size)
+                source = (f"generated {frame_size[0]}x{frame_size[1]} clips, 250 frames (10 s at 25 fps): JPEG q95 "
+                          "folders and x264 mp4s")
             result = DataBench(source, str(dev))
             todo = [(fmt, mode) for fmt in formats for mode in modes if (fmt, mode) in lists]
             if not todo:
@@ -108,10 +110,11 @@ def _config_lists(cfg: Config) -> dict[tuple[str, str], list[Sample]] | None:
             for mode, path in files.items() if path}
 
 
-def _synthetic_lists(root: Path, formats: tuple[str, ...], clips: int = 2) -> dict[tuple[str, str], list[Sample]]:
+def _synthetic_lists(root: Path, formats: tuple[str, ...], clips: int = 2, frame_size: tuple[int, int] = (340, 256)
+                     ) -> dict[tuple[str, str], list[Sample]]:
     samples: dict[str, list[Sample]] = {"frames": [], "video": []}
     for i in range(clips):
-        frames = synthetic.render_frames(250, seed=i)
+        frames = synthetic.render_frames(250, height=frame_size[1], width=frame_size[0], seed=i)
         if "frames" in formats:
             folder = synthetic.write_frame_folder(root / f"clip{i}", frames)
             samples["frames"].append(Sample(folder.name, folder, 0, len(frames)))
@@ -123,15 +126,16 @@ def _synthetic_lists(root: Path, formats: tuple[str, ...], clips: int = 2) -> di
 
 
 def _settings(cfg: Config, fmt: str, mode: str) -> ClipSettings:
+    common = {"image_template": cfg.data.image_template, "jpeg_dct_scale": cfg.data.jpeg_dct_scale}
     match mode:
         case "train":
             return ClipSettings(fmt, cfg.train.num_seg, cfg.data.short_side, cfg.data.crop_size, mode="train",
-                                image_template=cfg.data.image_template)
+                                **common)
         case "valid":
             return ClipSettings(fmt, cfg.valid.num_seg, cfg.data.short_side, cfg.data.crop_size, crop="center",
-                                image_template=cfg.data.image_template)
+                                **common)
     return ClipSettings(fmt, cfg.test.num_seg, cfg.data.short_side, cfg.data.crop_size, crop=cfg.test.crop,
-                        image_template=cfg.data.image_template)
+                        **common)
 
 
 def _batch_size(cfg: Config, mode: str) -> int:
@@ -232,7 +236,7 @@ def _stages(sample: Sample, s: ClipSettings, repeats: int = 5) -> dict[str, floa
             data = [(sample.path / s.image_template.format(i + 1)).read_bytes() for i in indices]
             times["read"] += time.process_time() - started
             started = time.process_time()
-            frames = np.stack([simplejpeg.decode_jpeg(d, colorspace="RGB") for d in data])
+            frames = np.stack([decode_jpeg(d, s.dct_short_side) for d in data])
         else:
             started = time.process_time()
             frames = video.read_video(sample.path, index_fn)  # demuxing (reading) included

@@ -10,6 +10,7 @@ import typer
 from rich.table import Table
 
 from tsnctl.cli.common import ConfigOpt, DeviceOpt, OverrideOpt, build_config, cli_errors, out_console, rich_progress
+from tsnctl.errors import UserError
 
 bench_app = typer.Typer(help="Measure the data path, the model and frame extraction (tables, optional JSON).",
                         no_args_is_help=True)
@@ -49,6 +50,8 @@ def bench_data(
     decode_device: Annotated[str | None, typer.Option(
         "--decode-device", help="Instead: the device data path (data.decode_device) decoding and cropping on this "
                                 "device (cuda; cpu runs it here), against the CPU worker path.")] = None,
+    frame_size: Annotated[str, typer.Option(help="WIDTHxHEIGHT of the generated clips (e.g. 1280x720 to try "
+                                                 "-o data.jpeg_dct_scale=true).")] = "340x256",
     json_file: JsonOpt = None,
 ) -> None:
     """Data path ms per sample by stage, on one core, against the reference's per-image path.
@@ -57,11 +60,12 @@ def bench_data(
     from tsnctl.bench.data import bench_data as run
 
     cfg = build_config(config, override)
+    size = _frame_size(frame_size)
     if decode_device:
         _bench_device_data(cfg, formats, modes, decode_device, min_time, json_file)
         return
     with rich_progress() as progress:
-        result = run(cfg, _csv(formats), _csv(modes), min_time, baseline, device, progress)
+        result = run(cfg, _csv(formats), _csv(modes), min_time, baseline, device, progress, size)
     out_console.print(f"bench data on {result.source}; one core, ms per sample; batches normalized on "
                       f"{result.device}", highlight=False)
     stages = Table(title="stages (each timed alone)", title_justify="left")
@@ -99,6 +103,13 @@ def _bench_device_data(cfg, formats: str, modes: str, device: str, min_time: flo
                       f"{case.worker_speedup:.2f}x", f"{case.cores_matched:.1f}")
     out_console.print(table)
     _write_json(json_file, result)
+
+
+def _frame_size(text: str) -> tuple[int, int]:
+    width, _, height = text.lower().partition("x")
+    if not (width.isdigit() and height.isdigit() and int(width) >= 64 and int(height) >= 64):
+        raise UserError(f"--frame-size {text!r}: expected WIDTHxHEIGHT of at least 64x64, e.g. 1280x720")
+    return int(width), int(height)
 
 
 @bench_app.command("model")

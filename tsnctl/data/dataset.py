@@ -47,6 +47,12 @@ class ClipSettings:
     crop: str = "center"  # for test mode: center | three | ten
     image_template: str = "img_{:05d}.jpg"
     seed: int = 0
+    jpeg_dct_scale: bool = False  # decode large JPEG frames at a reduced scale (see decode.read_image)
+
+    @property
+    def dct_short_side(self) -> int:
+        """The short side JPEG frames may be decoded at in the DCT domain (0: decode in full)."""
+        return self.short_side if self.jpeg_dct_scale else 0
 
     @property
     def views(self) -> int:
@@ -128,7 +134,8 @@ class ClipDataset(Dataset):
             index = self._key(key)[1]
             sample = self.samples[index]
             try:
-                read = read_clip_frames(sample, s.fmt, lambda n: eval_indices(n, s.num_seg), s.image_template)
+                read = read_clip_frames(sample, s.fmt, lambda n: eval_indices(n, s.num_seg), s.image_template,
+                                        s.dct_short_side)
             except UserError as exc:
                 bad.append(BadClip(index, sample.name, str(exc)))
                 continue
@@ -200,18 +207,19 @@ def load_clip(sample: Sample, settings: ClipSettings, rng: np.random.Generator,
         def index_fn(n: int) -> list[int]:
             return eval_indices(n, s.num_seg)
 
-    frames = read_clip_frames(sample, s.fmt, index_fn, s.image_template)
+    frames = read_clip_frames(sample, s.fmt, index_fn, s.image_template, s.dct_short_side)
     if s.mode == "train":
         return train_preset(frames, s.short_side, s.crop_size, rng, out)
     return eval_preset(frames, s.short_side, s.crop_size, s.crop, out)
 
 
 def read_clip_frames(sample: Sample, fmt: str, index_fn: Callable[[int], list[int]],
-                     template: str = "img_{:05d}.jpg") -> np.ndarray:
+                     template: str = "img_{:05d}.jpg", dct_short_side: int = 0) -> np.ndarray:
     """RGB uint8 ``[T, H, W, 3]``: the frames ``index_fn(num_frames)`` picks, from a frame folder
-    (``fmt="frames"``, whose frame count the list gives) or a video file (counted by the decoder)."""
+    (``fmt="frames"``, whose frame count the list gives; ``dct_short_side``: see ``decode.read_image``) or a
+    video file (counted by the decoder)."""
     if fmt == "frames":
-        return read_frame_folder(sample.path, index_fn(sample.num_frames), template)
+        return read_frame_folder(sample.path, index_fn(sample.num_frames), template, dct_short_side)
     return read_video(sample.path, index_fn)
 
 

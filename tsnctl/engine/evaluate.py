@@ -114,7 +114,8 @@ def run_test(model: torch.nn.Module, cfg: Config, list_file: str = "", save_scor
     device = resolve_device(cfg.train.device)
     samples = read_split(cfg, list_file or cfg.data.test_list, "test")
     settings = ClipSettings(cfg.data.format, cfg.test.num_seg, cfg.data.short_side, cfg.data.crop_size,
-                            crop=cfg.test.crop, image_template=cfg.data.image_template)
+                            crop=cfg.test.crop, image_template=cfg.data.image_template,
+                            jpeg_dct_scale=cfg.data.jpeg_dct_scale)
     crops = VIEWS_PER_FRAME[cfg.test.crop]
     check_shared_memory(cfg.data.num_workers, cfg.test.batch_size, cfg.test.num_seg * crops, cfg.data.crop_size,
                         local_world_size())

@@ -105,7 +105,8 @@ def train(cfg: Config, output_dir: str | Path, validate: bool = False, resume: b
     train_loader = clip_loader(
         train_samples,
         ClipSettings(cfg.data.format, cfg.train.num_seg, cfg.data.short_side, cfg.data.crop_size, mode="train",
-                     image_template=cfg.data.image_template, seed=cfg.train.seed),
+                     image_template=cfg.data.image_template, seed=cfg.train.seed,
+                     jpeg_dct_scale=cfg.data.jpeg_dct_scale),
         cfg.train.batch_size, cfg.data.num_workers, shuffle=True, seed=cfg.train.seed * 100_003,
         decode_device=decode_on)
     val_loader = None
@@ -114,7 +115,8 @@ def train(cfg: Config, output_dir: str | Path, validate: bool = False, resume: b
         val_loader = clip_loader(
             val_samples,
             ClipSettings(cfg.data.format, cfg.valid.num_seg, cfg.data.short_side, cfg.data.crop_size,
-                         crop="center", image_template=cfg.data.image_template),
+                         crop="center", image_template=cfg.data.image_template,
+                         jpeg_dct_scale=cfg.data.jpeg_dct_scale),
             cfg.valid.batch_size, cfg.data.num_workers, decode_device=decode_on)
 
     model = dist.prepare_model(build_model(cfg.model), device, cfg.train)
