@@ -226,3 +226,19 @@ def test_dct_scaled_decoding_gives_the_scale_size_and_close_pixels(tmp_path):
         fast = ClipSettings("frames", num_seg=2, short_side=64, crop_size=56, crop=crop, jpeg_dct_scale=True)
         a, b = (load_clip(sample, s, np.random.default_rng(0)) for s in (exact, fast))
         assert a.shape == b.shape and (a.int() - b.int()).abs().float().mean() < 4
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_frame_views_cut_on_the_gpu_equal_the_cpu_views(tmp_path):
+    folder = write_frames(tmp_path / "clip", 12, height=60, width=80)
+    settings = ClipSettings("frames", num_seg=3, short_side=64, crop_size=48, crop="ten")
+    clips, _, _ = ClipDataset([Sample("clip", folder, 0, 12)], settings).load_batch([0])
+    gpu = torch.device("cuda")
+    assert torch.equal(clips.pin_memory().to(gpu).views(3, 17).cpu(), clips.views(3, 17))
+    torch.manual_seed(0)
+    model = TSN("resnet18", num_classes=5).eval()
+    with torch.no_grad():
+        expected = chunked_logits(model, clips, torch.device("cpu"), 0)
+        got = chunked_logits(model.to(gpu), clips, gpu, 7).cpu()
+    torch.testing.assert_close(got, expected, rtol=1e-3, atol=1e-3)
