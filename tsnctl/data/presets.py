@@ -2,8 +2,10 @@
 
 Each takes RGB uint8 frames ``[T, H, W, 3]`` and returns a uint8 tensor ``[T', 3, c, c]``: T' = T for
 train and valid, 10*T for TenCrop, 3*T for ThreeCrop. Normalization is not part of a preset: it runs once
-per batch where the batch meets the model (``transforms.normalize``, on the GPU when there is one), so a
-25x10 clip crosses process boundaries as 37 MB of uint8 instead of 150 MB of float32.
+per batch where the batch meets the model (``transforms.normalize``, on the GPU when there is one), so
+clips cross process boundaries as uint8 (37 MB for 250 views of 224x224) instead of float32 (150 MB). The
+loaders go further for TenCrop and ThreeCrop and send the frames (``views.FrameViews``); the presets here
+serve single clips (``predict``) and batches whose frames differ in size.
 """
 
 from __future__ import annotations
