@@ -13,9 +13,11 @@ stacking the float32 batch.
 
 from __future__ import annotations
 
+import contextlib
 import random
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -71,6 +73,23 @@ def bench_data(cfg: Config, formats: tuple[str, ...] = FORMATS, modes: tuple[str
 
     ``device`` is where the batch normalization runs (``cuda``: as in GPU training and testing)."""
     dev = resolve_device(device)
+    with bench_clips(cfg, formats, modes, frame_size) as (source, todo, lists):
+        result = DataBench(source, str(dev))
+        for done, (fmt, mode) in enumerate(todo, start=1):
+            progress("bench data", done - 1, len(todo), f"{fmt} {mode}")
+            settings = clip_settings(cfg, fmt, mode)
+            result.cases.append(_bench_case(lists[fmt, mode], settings, mode, cfg, min_time, baseline, dev))
+        progress("bench data", len(todo), len(todo), "")
+        return result
+
+
+@contextlib.contextmanager
+def bench_clips(cfg: Config, formats: tuple[str, ...], modes: tuple[str, ...],
+                frame_size: tuple[int, int] = (340, 256)
+                ) -> Iterator[tuple[str, list[tuple[str, str]], dict[tuple[str, str], list[Sample]]]]:
+    """The clips to measure: where they come from, the (format, mode) cases to run, and each case's samples:
+    the config's lists, or clips generated in a temporary folder for the duration. Meanwhile OpenCV and torch
+    run on one thread, so the numbers are per core."""
     for name, given, valid in (("format", formats, FORMATS), ("mode", modes, MODES)):
         bad = [x for x in given if x not in valid]
         if bad:
@@ -86,18 +105,12 @@ def bench_data(cfg: Config, formats: tuple[str, ...] = FORMATS, modes: tuple[str
                 lists = _synthetic_lists(Path(tmp), formats, frame_size=frame_size)
                 source = (f"generated {frame_size[0]}x{frame_size[1]} clips, 250 frames (10 s at 25 fps): JPEG q95 "
                           "folders and x264 mp4s")
-            result = DataBench(source, str(dev))
             todo = [(fmt, mode) for fmt in formats for mode in modes if (fmt, mode) in lists]
             if not todo:
                 raise UserError(f"nothing to measure: the config's lists hold {cfg.data.format} clips for "
                                 f"{', '.join(sorted({m for _, m in lists}))}; asked for {', '.join(formats)} "
                                 f"x {', '.join(modes)}")
-            for done, (fmt, mode) in enumerate(todo, start=1):
-                progress("bench data", done - 1, len(todo), f"{fmt} {mode}")
-                settings = _settings(cfg, fmt, mode)
-                result.cases.append(_bench_case(lists[fmt, mode], settings, mode, cfg, min_time, baseline, dev))
-            progress("bench data", len(todo), len(todo), "")
-            return result
+            yield source, todo, lists
     finally:
         torch.set_num_threads(threads)
 
@@ -125,7 +138,8 @@ def _synthetic_lists(root: Path, formats: tuple[str, ...], clips: int = 2, frame
     return {(fmt, mode): samples[fmt] for fmt in formats for mode in MODES}
 
 
-def _settings(cfg: Config, fmt: str, mode: str) -> ClipSettings:
+def clip_settings(cfg: Config, fmt: str, mode: str) -> ClipSettings:
+    """The settings of the train, valid or test clips of ``cfg`` in format ``fmt``."""
     common = {"image_template": cfg.data.image_template, "jpeg_dct_scale": cfg.data.jpeg_dct_scale}
     match mode:
         case "train":
@@ -138,7 +152,7 @@ def _settings(cfg: Config, fmt: str, mode: str) -> ClipSettings:
                         **common)
 
 
-def _batch_size(cfg: Config, mode: str) -> int:
+def batch_size_of(cfg: Config, mode: str) -> int:
     return {"train": cfg.train.batch_size, "valid": cfg.valid.batch_size, "test": cfg.test.batch_size}[mode]
 
 
@@ -146,7 +160,7 @@ def _bench_case(samples: list[Sample], s: ClipSettings, mode: str, cfg: Config, 
                 baseline: bool, dev: torch.device) -> DataCase:
     """Alternate a tsnctl batch and the baseline's same clips until each side has run ``min_time`` seconds."""
     dataset = ClipDataset(samples, s)
-    batch_size = max(1, min(_batch_size(cfg, mode), 8))
+    batch_size = max(1, min(batch_size_of(cfg, mode), 8))
     clips = dataset.load_batch([(0, i % len(samples)) for i in range(batch_size)])[0]
     normalize_ms, float_collate_ms = _batch_costs(clips)
     if dev.type == "cuda":

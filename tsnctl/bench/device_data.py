@@ -15,23 +15,19 @@ up with. Host-to-device copies are in the device time (JPEG bytes, video frames)
 
 from __future__ import annotations
 
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 
-import cv2
 import torch
 
-from tsnctl.bench.data import FORMATS, MODES, _batch_size, _config_lists, _settings, _synthetic_lists
+from tsnctl.bench.data import FORMATS, MODES, batch_size_of, bench_clips, clip_settings
 from tsnctl.config import Config
 from tsnctl.data.dataset import ClipDataset, ClipSettings
 from tsnctl.data.device_path import device_batch, encode_clip
 from tsnctl.data.lists import Sample
 from tsnctl.data.sampling import sample_rng
 from tsnctl.engine.loaders import resolve_device
-from tsnctl.errors import UserError
 from tsnctl.progress import ProgressFn, no_progress
 
 
@@ -60,33 +56,14 @@ def bench_device_data(cfg: Config, formats: tuple[str, ...] = FORMATS, modes: tu
                       ) -> DeviceDataBench:
     """Measure each (format, mode) on the config's lists, or on generated 340x256 clips when it has none."""
     dev = resolve_device(device)
-    for name, given, valid in (("format", formats, FORMATS), ("mode", modes, MODES)):
-        bad = [x for x in given if x not in valid]
-        if bad:
-            raise UserError(f"unknown {name} {bad[0]!r}; choose from {', '.join(valid)}")
-    cv2.setNumThreads(1)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # per-core CPU numbers (and per-core device numbers with --decode-device cpu)
-    try:
-        with tempfile.TemporaryDirectory(prefix="tsnctl-bench-") as tmp:
-            lists = _config_lists(cfg)
-            source = f"lists of {cfg.data.format} from the config"
-            if lists is None:
-                lists = _synthetic_lists(Path(tmp), formats)
-                source = "generated 340x256 clips, 250 frames (10 s at 25 fps): JPEG q95 folders and x264 mp4s"
-            todo = [(fmt, mode) for fmt in formats for mode in modes if (fmt, mode) in lists]
-            if not todo:
-                raise UserError(f"nothing to measure: the config's lists hold {cfg.data.format} clips; asked for "
-                                f"{', '.join(formats)}")
-            result = DeviceDataBench(source, str(dev))
-            for done, (fmt, mode) in enumerate(todo):
-                progress("bench data --decode-device", done, len(todo), f"{fmt} {mode}")
-                result.cases.append(_device_case(lists[fmt, mode], _settings(cfg, fmt, mode), mode,
-                                                 _batch_size(cfg, mode), dev, min_time))
-            progress("bench data --decode-device", len(todo), len(todo), "")
-            return result
-    finally:
-        torch.set_num_threads(threads)
+    with bench_clips(cfg, formats, modes) as (source, todo, lists):
+        result = DeviceDataBench(source, str(dev))
+        for done, (fmt, mode) in enumerate(todo):
+            progress("bench data --decode-device", done, len(todo), f"{fmt} {mode}")
+            result.cases.append(_device_case(lists[fmt, mode], clip_settings(cfg, fmt, mode), mode,
+                                             batch_size_of(cfg, mode), dev, min_time))
+        progress("bench data --decode-device", len(todo), len(todo), "")
+        return result
 
 
 def _device_case(samples: list[Sample], s: ClipSettings, mode: str, batch_size: int, dev: torch.device,

@@ -73,9 +73,8 @@ class BadClip:
 ClipBatch = tuple[torch.Tensor | FrameViews, torch.Tensor, list[BadClip]]
 
 
-class ClipDataset(Dataset):
-    """Yields ``(clip, label)``: ``clip`` is uint8 ``[T', 3, crop, crop]`` (normalized per batch later),
-    ``label`` an int; or a ``BadClip`` when the clip cannot be read. Keys are indices, or
+class SampleDataset(Dataset):
+    """A list's samples and their settings. Keys are indices, which use the epoch of ``set_epoch``, or
     ``(epoch, index)`` pairs from ``EpochSampler``."""
 
     def __init__(self, samples: list[Sample], settings: ClipSettings) -> None:
@@ -88,6 +87,15 @@ class ClipDataset(Dataset):
 
     def __len__(self) -> int:
         return len(self.samples)
+
+    def _key(self, key: int | tuple[int, int]) -> tuple[int, int]:
+        return key if isinstance(key, tuple) else (self.epoch, key)
+
+
+class ClipDataset(SampleDataset):
+    """Yields ``(clip, label)``: ``clip`` is uint8 ``[T', 3, crop, crop]`` (normalized per batch later),
+    ``label`` an int; or a ``BadClip`` when the clip cannot be read. Loaders fetch whole batches
+    (``load_batch``)."""
 
     def __getitem__(self, key: int | tuple[int, int]) -> tuple[torch.Tensor, int] | BadClip:
         epoch, index = self._key(key)
@@ -153,9 +161,6 @@ class ClipDataset(Dataset):
         for clip, slot in zip(frames, buffer.numpy(), strict=True):
             crop_views(clip, s.crop_size, s.crop, slot)
         return buffer.permute(0, 1, 4, 2, 3), labels, bad
-
-    def _key(self, key: int | tuple[int, int]) -> tuple[int, int]:
-        return key if isinstance(key, tuple) else (self.epoch, key)
 
 
 def keep_batch(batch: ClipBatch) -> ClipBatch:

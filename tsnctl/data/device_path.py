@@ -24,10 +24,10 @@ from dataclasses import dataclass
 import numpy as np
 import simplejpeg
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 from torchvision.io import ImageReadMode, decode_jpeg
 
-from tsnctl.data.dataset import BadClip, ClipSettings
+from tsnctl.data.dataset import BadClip, ClipSettings, SampleDataset
 from tsnctl.data.decode import read_frame_folder, read_video
 from tsnctl.data.device_transforms import ClipPlan, apply_plan
 from tsnctl.data.lists import Sample
@@ -52,23 +52,11 @@ class EncodedClip:
     order: list[int]  # frame t of the clip is JPEG file ``order[t]``
 
 
-class EncodedClipDataset(Dataset):
-    """Yields an ``EncodedClip``, or a ``BadClip`` when the clip cannot be read. Keys as ``ClipDataset``:
-    indices, or ``(epoch, index)`` pairs from ``EpochSampler``."""
-
-    def __init__(self, samples: list[Sample], settings: ClipSettings) -> None:
-        self.samples = samples
-        self.settings = settings
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __len__(self) -> int:
-        return len(self.samples)
+class EncodedClipDataset(SampleDataset):
+    """Yields an ``EncodedClip``, or a ``BadClip`` when the clip cannot be read (keys as ``ClipDataset``)."""
 
     def __getitem__(self, key: int | tuple[int, int]) -> EncodedClip | BadClip:
-        epoch, index = key if isinstance(key, tuple) else (self.epoch, key)
+        epoch, index = self._key(key)
         sample = self.samples[index]
         try:
             return encode_clip(index, sample, self.settings, sample_rng(self.settings.seed, epoch, index))
