@@ -67,8 +67,10 @@ def read_image(path: Path, dct_short_side: int = 0) -> np.ndarray:
 def decode_jpeg(data: bytes, dct_short_side: int = 0) -> np.ndarray:
     """RGB uint8 ``[H, W, 3]`` of JPEG bytes (libjpeg-turbo); ``dct_short_side``: see ``read_image``.
     Raises ValueError for what libjpeg-turbo cannot decode."""
+    if dct_short_side <= 0:
+        return simplejpeg.decode_jpeg(data, colorspace="RGB")
     height, width = simplejpeg.decode_jpeg_header(data)[:2]
-    if dct_short_side <= 0 or min(height, width) < 2 * dct_short_side:
+    if min(height, width) < 2 * dct_short_side:
         return simplejpeg.decode_jpeg(data, colorspace="RGB")
     target = scaled_size(height, width, dct_short_side)
     # The largest reduction whose output still covers the target on both sides.
