@@ -152,6 +152,11 @@ def clip_settings(cfg: Config, fmt: str, mode: str) -> ClipSettings:
                         **common)
 
 
+def views_label(s: ClipSettings) -> str:
+    """The views of a clip for the tables: ``3``, or ``25 x 10 = 250`` when frames give several crops."""
+    return f"{s.num_seg} x {s.views // s.num_seg} = {s.views}" if s.views > s.num_seg else str(s.num_seg)
+
+
 def batch_size_of(cfg: Config, mode: str) -> int:
     return {"train": cfg.train.batch_size, "valid": cfg.valid.batch_size, "test": cfg.test.batch_size}[mode]
 
@@ -165,7 +170,7 @@ def _bench_case(samples: list[Sample], s: ClipSettings, mode: str, cfg: Config, 
     normalize_ms, float_collate_ms = _batch_costs(clips)
     if dev.type == "cuda":
         normalize_ms = _cuda_normalize_ms(clips, dev)
-    views = f"{s.num_seg} x {s.views // s.num_seg} = {s.views}" if s.views > s.num_seg else str(s.num_seg)
+    views = views_label(s)
     note = ""
     run_baseline = baseline
     if baseline and s.fmt == "video" and not _has_decord():

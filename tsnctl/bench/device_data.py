@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from tsnctl.bench.data import FORMATS, MODES, batch_size_of, bench_clips, clip_settings
+from tsnctl.bench.data import FORMATS, MODES, batch_size_of, bench_clips, clip_settings, views_label
 from tsnctl.config import Config
 from tsnctl.data.dataset import ClipDataset, ClipSettings
 from tsnctl.data.device_path import device_batch, encode_clip
@@ -78,9 +78,7 @@ def _device_case(samples: list[Sample], s: ClipSettings, mode: str, batch_size: 
     worker_ms = _cpu_ms(lambda k: encode_clip(k % n, samples[k % n], s, sample_rng(0, k, k % n)), min_time)
     items = [encode_clip(k % n, samples[k % n], s, sample_rng(0, k, k % n)) for k in range(batch_size)]
     device_ms = _wall_ms(lambda: device_batch(items, dev, s.image_template), dev, min_time) / batch_size
-    views = s.views
-    label = f"{s.num_seg} x {views // s.num_seg} = {views}" if views > s.num_seg else str(s.num_seg)
-    return DeviceDataCase(s.fmt, mode, label, batch_size, cpu_ms, worker_ms, device_ms, cpu_ms / worker_ms,
+    return DeviceDataCase(s.fmt, mode, views_label(s), batch_size, cpu_ms, worker_ms, device_ms, cpu_ms / worker_ms,
                           cpu_ms / device_ms)
 
 
