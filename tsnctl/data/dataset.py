@@ -179,6 +179,7 @@ def _uint8_buffer(shape: tuple[int, ...], shared: bool) -> torch.Tensor:
 
 
 _MADV_POPULATE_WRITE = 23  # Linux >= 5.14
+_PREFAULT_MIN = 1 << 20  # smaller buffers fault in few pages: not worth the call
 
 
 def _prefault(address: int, size: int) -> None:
@@ -188,9 +189,6 @@ def _prefault(address: int, size: int) -> None:
         return
     start = address & ~(mmap.PAGESIZE - 1)
     _libc().madvise(start, size + address - start, _MADV_POPULATE_WRITE)
-
-
-_PREFAULT_MIN = 1 << 20
 
 
 @functools.cache
