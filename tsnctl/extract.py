@@ -1,10 +1,10 @@
 """Extract JPEG frame folders from videos, as the reference does, and write the frame list.
 
-Every frame is read at its native rate; ``img_00001.jpg`` is the first. Each video is written into a
-temporary folder ``<name>.part`` that is renamed into place only when complete, so a killed run never
-leaves a half-written folder under the final name, and a re-run skips every folder that exists (their
-frames are complete by construction) and extracts the rest. ``extract_report.csv`` says what happened
-to each video.
+Every frame is read at its native rate; ``img_00001.jpg`` is the first. Each video is written, under its
+lock, into a temporary folder ``<name>.part`` that gets its completion marker last and is renamed into place
+only then, so a killed run never leaves a half-written folder under the final name, and a re-run skips
+every folder whose marker and frames agree and extracts the rest (``tsnctl/extract_folders.py``: folder
+names, locks, markers). ``extract_report.csv`` says what happened to each video.
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ from __future__ import annotations
 import csv
 import ctypes
 import os
-import shutil
 import signal
 import sys
 from concurrent.futures import ProcessPoolExecutor
@@ -23,9 +22,24 @@ import cv2
 import numpy as np
 
 from tsnctl.data.decode import VIDEO_EXTENSIONS, open_video
-from tsnctl.data.lists import read_list, write_frame_list
+from tsnctl.data.lists import list_lines, read_list
 from tsnctl.data.transforms import scaled_size
 from tsnctl.errors import UserError
+from tsnctl.extract_folders import (
+    LOCK,
+    PART,
+    FolderState,
+    acquire,
+    check_folders,
+    check_reserved,
+    folder_name,
+    folder_state,
+    locks_work,
+    make_parent,
+    release,
+    remove,
+    write_marker,
+)
 from tsnctl.progress import ProgressFn, no_progress
 from tsnctl.shards import in_shard
 
@@ -36,9 +50,11 @@ WRITE_BATCH = 32
 
 @dataclass(frozen=True)
 class VideoJob:
-    name: str  # relative path of the video; also the frame folder's name under the output root
+    name: str  # the video's path as written in the list (or class/video.ext); its shard is a hash of it
     path: Path
     label: int
+    folder: str = ""  # its frame folder under OUT: the name, made relative and kept inside OUT (folder_name)
+    where: str = ""  # the list line (or the video) it comes from, for messages
 
 
 @dataclass
@@ -51,11 +67,12 @@ class ExtractSummary:
     label_file: Path | None = None
     skipped: int = 0  # videos whose frame folder was already complete (counted in videos and frames too)
     report_file: Path | None = None
+    unlocked: bool = False  # OUT's file system has no flock: concurrent runs on one clip are not kept apart
 
 
 @dataclass(frozen=True)
 class JobResult:
-    status: str  # extracted | skipped (folder already complete) | failed
+    status: str  # extracted | skipped (folder already complete) | failed | busy (locked by another run)
     frames: int = 0
     size: int = 0
     reason: str = ""
@@ -63,19 +80,26 @@ class JobResult:
 
 def find_jobs(src: str | Path, root: str | Path = "") -> tuple[list[VideoJob], list[str] | None]:
     """Videos to extract: from a folder laid out ``class/video.ext`` (labels from the sorted class
-    names, which are returned too) or from a video list ``<path> <label>``."""
+    names, which are returned too) or from a video list ``<path> <label>``. Refuses videos whose frame
+    folders would coincide or nest."""
     src = Path(src)
     if src.is_dir():
         classes = sorted(p.name for p in src.iterdir() if p.is_dir())
-        jobs = [VideoJob(f"{cls}/{video.name}", video, label)
+        jobs = [VideoJob(f"{cls}/{video.name}", video, label, f"{cls}/{video.name}", str(video))
                 for label, cls in enumerate(classes)
                 for video in sorted((src / cls).iterdir()) if video.suffix.lower() in VIDEO_EXTENSIONS]
         if not jobs:
             raise UserError(f"{src}: no videos found in class folders ({', '.join(VIDEO_EXTENSIONS)})")
+        check_folders(jobs)
         return jobs, classes
     if not src.is_file():
         raise UserError(f"{src}: no such folder or video list")
-    return [VideoJob(s.name, s.path, s.label) for s in read_list(src, "video", root)], None
+    samples = read_list(src, "video", root)
+    line_numbers = [line_no for line_no, _ in list_lines(src)]  # read_list keeps every one of these lines
+    jobs = [VideoJob(s.name, s.path, s.label, folder_name(s.name), f"{src}:{line_no}")
+            for s, line_no in zip(samples, line_numbers, strict=True)]
+    check_folders(jobs)
+    return jobs, None
 
 
 def extract_frames(src: str | Path, out: str | Path, list_file: str | Path | None = None, root: str | Path = "",
@@ -84,8 +108,9 @@ def extract_frames(src: str | Path, out: str | Path, list_file: str | Path | Non
     """Write ``out/<video>/img_00001.jpg ...`` for every video of ``src`` (or of one ``shard=(I, N)`` of them),
     a frame list and a report.
 
-    Videos whose frame folder already exists are skipped (``overwrite`` extracts them again); videos
-    that fail are listed in ``summary.failed`` and left out of the frame list, the others still count.
+    Videos whose frame folder is finished (its marker and frames agree) are skipped (``overwrite``
+    extracts them again); clips that another run is writing are waited for; videos that fail are listed
+    in ``summary.failed`` and left out of the frame list, the others still count.
     With several workers each decodes on one thread (the workers use the cores); one worker lets
     FFmpeg decode on all cores.
     """
@@ -101,23 +126,13 @@ def extract_frames(src: str | Path, out: str | Path, list_file: str | Path | Non
         list_file = out / default_list_name(src, classes is not None, shard)
     summary = ExtractSummary(Path(list_file))
     summary.report_file = out / default_report_name(src, classes is not None, shard)
-    if classes is not None:
-        summary.label_file = out / "labels.txt"
-        summary.label_file.write_text("".join(f"{i} {name}\n" for i, name in enumerate(classes)))
-
-    results: dict[str, JobResult] = {}
-    threads = 1 if workers > 1 else 0
-    args = [(job, out, short_side, quality, overwrite, threads) for job in jobs]
-    if workers > 1:
-        with ProcessPoolExecutor(max_workers=workers, initializer=_die_with_parent) as pool:
-            for done, (name, result) in enumerate(pool.map(_extract_job, args), start=1):
-                results[name] = result
-                progress("extract", done, len(jobs), name)
-    else:
-        for done, arg in enumerate(args, start=1):
-            name, result = _extract_job(arg)
-            results[name] = result
-            progress("extract", done, len(jobs), name)
+    summary.label_file = out / "labels.txt" if classes is not None else None
+    written = [p for p in (summary.list_file, summary.report_file, summary.label_file) if p is not None]
+    check_reserved(jobs, {p.name for p in written if p.parent.resolve() == out.resolve()})
+    if summary.label_file:
+        _write_atomic(summary.label_file, "".join(f"{i} {name}\n" for i, name in enumerate(classes)))
+    summary.unlocked = not locks_work(out)
+    results = _run_jobs(jobs, out, short_side, quality, overwrite, workers, progress)
 
     rows = []
     for job in jobs:
@@ -125,12 +140,12 @@ def extract_frames(src: str | Path, out: str | Path, list_file: str | Path | Non
         if result.status == "failed":
             summary.failed.append((str(job.path), result.reason))
             continue
-        rows.append((job.name, result.frames, job.label))
+        rows.append(f"{job.folder} {result.frames} {job.label}\n")
         summary.videos += 1
         summary.skipped += result.status == "skipped"
         summary.frames += result.frames
         summary.bytes_written += result.size
-    write_frame_list(summary.list_file, rows)
+    _write_atomic(summary.list_file, "".join(rows))  # lines as tsnctl.data.lists.write_frame_list writes them
     _write_report(summary.report_file, jobs, results)
     return summary
 
@@ -155,30 +170,78 @@ def _die_with_parent() -> None:
         ctypes.CDLL(None).prctl(pr_set_pdeathsig, signal.SIGKILL)
 
 
-def _extract_job(arg: tuple[VideoJob, Path, int, int, bool, int]) -> tuple[str, JobResult]:
-    job, out, short_side, quality, overwrite, threads = arg
+def _run_jobs(jobs: list[VideoJob], out: Path, short_side: int, quality: int, overwrite: bool, workers: int,
+              progress: ProgressFn) -> dict[str, JobResult]:
+    """Extract every job; a clip locked by another run is left for a second pass that waits for its lock
+    (and then usually finds it finished), so concurrent runs share the work instead of queueing."""
+    results: dict[str, JobResult] = {}
+    threads = 1 if workers > 1 else 0
+    pending = jobs
+    for wait in (False, True):
+        args = [(job, out, short_side, quality, overwrite, threads, wait) for job in pending]
+        for name, result in _map(_extract_job, args, workers):
+            if result.status != "busy":
+                results[name] = result
+                progress("extract", len(results), len(jobs), name)
+        pending = [job for job in pending if job.name not in results]
+        if not pending:
+            break
+    return results
+
+
+def _map(fn, args: list, workers: int):
+    if workers > 1 and len(args) > 1:
+        with ProcessPoolExecutor(max_workers=workers, initializer=_die_with_parent) as pool:
+            yield from pool.map(fn, args)
+    else:
+        yield from map(fn, args)
+
+
+def _extract_job(arg: tuple[VideoJob, Path, int, int, bool, int, bool]) -> tuple[str, JobResult]:
+    job, out, short_side, quality, overwrite, threads, wait = arg
     cv2.setNumThreads(1)
-    folder = out / job.name
-    if folder.is_dir() and not overwrite:
-        # Only a complete extraction is ever renamed to this name, so the folder is done.
-        files = list(folder.glob("img_*.jpg"))
-        return job.name, JobResult("skipped", len(files), sum(f.stat().st_size for f in files))
     try:
-        frames, size = extract_video(job.path, folder, short_side, quality, threads)
-        return job.name, JobResult("extracted", frames, size)
+        folder = make_parent(out, job.folder)
+        lock = acquire(folder.with_name(folder.name + LOCK), wait)
+        if lock is None:
+            return job.name, JobResult("busy")
+        try:
+            return job.name, _extract_locked(job, folder, short_side, quality, overwrite, threads)
+        finally:
+            release(lock)
     except UserError as exc:
         return job.name, JobResult("failed", reason=str(exc))
 
 
+def _extract_locked(job: VideoJob, folder: Path, short_side: int, quality: int, overwrite: bool,
+                    threads: int) -> JobResult:
+    """Skip a finished folder, refuse one that is not ours (a link, a file, other files), else extract."""
+    state = FolderState("missing") if overwrite else folder_state(folder, job.path)
+    if state.status == "done":
+        size = sum(os.stat(folder / f"img_{i:05d}.jpg").st_size for i in range(1, state.frames + 1))
+        return JobResult("skipped", state.frames, size)
+    if state.status == "refuse":
+        return JobResult("failed", reason=state.reason)
+    frames, size = extract_video(job.path, folder, short_side, quality, threads)
+    return JobResult("extracted", frames, size, state.reason)
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    """Write ``path`` through a temporary file of this process (concurrent runs may write the same file)."""
+    tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
 def _write_report(path: Path, jobs: list[VideoJob], results: dict[str, JobResult]) -> None:
-    """``path, status, frames, reason`` per video, in list order; written atomically."""
-    tmp = path.with_name(path.name + ".tmp")
+    """``path, status, frames, reason, frame_dir`` per video, in list order; written atomically."""
+    tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
     with open(tmp, "w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(["path", "status", "frames", "reason"])
+        writer.writerow(["path", "status", "frames", "reason", "frame_dir"])
         for job in jobs:
             result = results[job.name]
-            writer.writerow([job.name, result.status, result.frames, result.reason])
+            writer.writerow([job.name, result.status, result.frames, result.reason, job.folder])
     os.replace(tmp, path)
 
 
@@ -190,9 +253,10 @@ def extract_video(video: Path, folder: Path, short_side: int = 0, quality: int =
     quality; ``threads`` are FFmpeg's decoding threads (see ``open_video``).
     """
     capture = open_video(video, threads)
-    tmp = folder.with_name(folder.name + ".part")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
+    tmp = folder.with_name(folder.name + PART)
+    remove(tmp)  # a leftover of a killed run (or a link, removed itself, never followed)
+    tmp.parent.mkdir(parents=True, exist_ok=True)
+    tmp.mkdir()
     count = size = 0
     params = [cv2.IMWRITE_JPEG_QUALITY, quality]
     batch: list[np.ndarray] = []
@@ -218,10 +282,12 @@ def extract_video(video: Path, folder: Path, short_side: int = 0, quality: int =
     finally:
         capture.release()
     if count == 0:
-        shutil.rmtree(tmp, ignore_errors=True)
+        remove(tmp)
         raise UserError(f"{video}: no decodable video frames")
-    shutil.rmtree(folder, ignore_errors=True)
-    os.replace(tmp, folder)
+    write_marker(tmp, count, {"source": str(video), "source_bytes": video.stat().st_size,
+                              "short_side": short_side, "quality": quality})
+    remove(folder)
+    os.rename(tmp, folder)
     return count, size
 
 
@@ -229,7 +295,7 @@ def _write_frames(folder: Path, last: int, files: list[np.ndarray]) -> None:
     """Write the encoder's buffers as the frames ending at number ``last``. Plain os calls: a Python file
     object per frame costs ~0.05 ms of a ~0.6 ms frame."""
     for number, data in enumerate(files, start=last - len(files) + 1):
-        fd = os.open(folder / f"img_{number:05d}.jpg", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
+        fd = os.open(folder / f"img_{number:05d}.jpg", os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o666)
         try:
             view = memoryview(data).cast("B")
             while view:  # a regular file takes it in one write unless the disk fills up

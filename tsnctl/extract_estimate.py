@@ -10,7 +10,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import av
 import cv2
 import numpy as np
 
@@ -18,6 +17,7 @@ from tsnctl.data import video
 from tsnctl.data.transforms import scaled_size
 from tsnctl.errors import UserError
 from tsnctl.extract import find_jobs
+from tsnctl.extract_folders import source_frames
 from tsnctl.progress import ProgressFn, no_progress
 
 
@@ -42,7 +42,7 @@ def estimate_extraction(src: str | Path, root: str | Path = "", short_side: int 
     counts = {}
     for done, job in enumerate(jobs, start=1):
         try:
-            counts[job.path] = _frame_count(job.path)
+            counts[job.path] = source_frames(job.path)
         except UserError as exc:
             estimate.unreadable.append((str(job.path), str(exc)))
         progress("dry run", done, len(jobs), job.name)
@@ -52,15 +52,6 @@ def estimate_extraction(src: str | Path, root: str | Path = "", short_side: int 
     estimate.probed_frames = len(sizes)
     estimate.bytes_per_frame = float(np.mean(sizes)) if sizes else 0.0
     return estimate
-
-
-def _frame_count(path: Path) -> int:
-    try:
-        with av.open(str(path)) as container:
-            header = container.streams.video[0].frames if container.streams.video else 0
-    except av.FFmpegError as exc:
-        raise UserError(f"{path}: not a readable video ({exc})") from None
-    return header if header > 0 else video.count_frames(path)
 
 
 def _encoded_sizes(path: Path, count: int, short_side: int, quality: int, per_video: int = 3) -> list[int]:

@@ -73,6 +73,9 @@ def extract_frames(
                       f"{summary.report_file}", soft_wrap=True, highlight=False)
     if summary.label_file:
         out_console.print(f"class names (from folder names) -> {summary.label_file}")
+    if summary.unlocked:
+        err_console.print(f"[yellow]warning:[/] {out} does not support file locks: runs on overlapping videos "
+                          "are not kept apart (shards of one --shard count never overlap)", soft_wrap=True)
     if summary.failed:
         for _video, reason in summary.failed:
             err_console.print(f"[red]failed:[/] {reason}", highlight=False, soft_wrap=True)
@@ -105,7 +108,7 @@ def merge_lists(
     from tsnctl.shards import merge_frame_lists
 
     jobs, _ = find_jobs(src, root)
-    lines = merge_frame_lists([job.name for job in jobs], [str(p) for p in shard_lists], allow_missing)
+    lines = merge_frame_lists([job.folder for job in jobs], [str(p) for p in shard_lists], allow_missing)
     output.write_text("".join(lines))
     out_console.print(f"merged {len(lines)} of {len(jobs)} videos from {len(shard_lists)} shard list(s) -> {output}")
 
