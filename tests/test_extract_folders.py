@@ -208,6 +208,9 @@ def test_two_list_lines_for_one_frame_folder_are_refused(tmp_path, videos):
     assert code == 2, text
     assert "list.txt:1" in text and "list.txt:3" in text and "Traceback" not in text
     assert not (tmp_path / "out" / "c0").exists()
+    (videos / "list.txt").write_text("c0/clip_0.mp4 0\nlist_frames.txt 1\n")  # the frame list's own name
+    code, text = run("extract-frames", videos / "list.txt", tmp_path / "out", "--workers", 1)
+    assert code == 2 and "list.txt:2" in text and "extract-frames writes itself" in text, text
 
 
 def test_frame_folder_names(tmp_path):
@@ -267,10 +270,11 @@ def test_a_folder_holding_other_files_is_not_touched(tmp_path, videos):
     out = tmp_path / "out"
     (out / "c0" / "clip_0.mp4").mkdir(parents=True)
     (out / "c0" / "clip_0.mp4" / "notes.txt").write_text("mine")
+    (out / "c1" / "clip_1.mp4.lock").mkdir(parents=True)  # a folder where the clip's lock file goes
     code, text = run("extract-frames", videos, out, "--workers", 1)
-    assert code == 1 and "not frames" in text, text
+    assert code == 1 and "not frames" in text and "clip_1.mp4.lock" in text and "Traceback" not in text, text
     assert (out / "c0" / "clip_0.mp4" / "notes.txt").read_text() == "mine"
-    assert "c0/clip_0.mp4" not in listed(out / "frame_list.txt")
+    assert sorted(listed(out / "frame_list.txt")) == ["c0/clip_2.mp4", "c1/clip_3.mp4"]
 
 
 # --- shards on one shared OUT -------------------------------------------------------------------------------

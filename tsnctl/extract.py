@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import ctypes
+import errno
 import os
 import signal
 import sys
@@ -46,6 +47,7 @@ from tsnctl.shards import in_shard
 # Encoded frames are written 32 at a time: interleaving every file write with decoding and encoding costs
 # ~10% more CPU per frame (measured in docs/benchmarks.md); 32 frames are at most a few MB.
 WRITE_BATCH = 32
+STOP_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS}  # OSErrors that end the run instead of failing one clip
 
 
 @dataclass(frozen=True)
@@ -211,6 +213,10 @@ def _extract_job(arg: tuple[VideoJob, Path, int, int, bool, int, bool]) -> tuple
             release(lock)
     except UserError as exc:
         return job.name, JobResult("failed", reason=str(exc))
+    except OSError as exc:  # e.g. a folder named like a clip's lock file, a permission
+        if exc.errno in STOP_ERRORS:  # every further clip would fail the same way
+            raise UserError(f"{exc.filename}: {exc.strerror}", exit_code=1) from None
+        return job.name, JobResult("failed", reason=f"{exc.filename}: {exc.strerror}")
 
 
 def _extract_locked(job: VideoJob, folder: Path, short_side: int, quality: int, overwrite: bool,

@@ -35,7 +35,8 @@ def in_shard(name: str, shard: tuple[int, int] | None) -> bool:
 
 
 def merge_frame_lists(order: list[str], shard_lists: list[str | Path], allow_missing: bool = False) -> list[str]:
-    """Join shard frame lists into the lines a single-machine run writes, in the order of ``order``.
+    """Join shard frame lists into the lines a single-machine run writes, in the order of ``order`` (the
+    videos' frame folders, as the lists name them).
 
     Every name must appear in at most one shard list; names of ``order`` missing from all of them are an
     error (a shard failed or is still running) unless ``allow_missing``.

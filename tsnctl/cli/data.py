@@ -51,11 +51,13 @@ def extract_frames(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Only estimate the frame count and disk use; "
                                                              "write nothing.")] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Extract again videos whose frame folder "
-                                                                "already exists (default: skip them).")] = False,
+                                                                "is finished (default: skip them).")] = False,
 ) -> None:
     """Extract JPEG frame folders from videos and write a frame list '<frame_dir> <num_frames> <label>'.
 
     Re-running skips completed videos and finishes the rest; a per-video report goes to OUT.
+
+    Runs on one OUT (shards, a second run) never write the same clip at once.
     """
     from tsnctl.extract import extract_frames as run
     from tsnctl.shards import parse_shard
