@@ -224,7 +224,8 @@ def _extract_locked(job: VideoJob, folder: Path, short_side: int, quality: int, 
     """Skip a finished folder, refuse one that is not ours (a link, a file, other files), else extract."""
     state = FolderState("missing") if overwrite else folder_state(folder, job.path)
     if state.status == "done":
-        size = sum(os.stat(folder / f"img_{i:05d}.jpg").st_size for i in range(1, state.frames + 1))
+        base = str(folder)  # plain strings: a Path per frame costs more than its stat
+        size = sum(os.stat(f"{base}/img_{i:05d}.jpg").st_size for i in range(1, state.frames + 1))
         return JobResult("skipped", state.frames, size)
     if state.status == "refuse":
         return JobResult("failed", reason=state.reason)

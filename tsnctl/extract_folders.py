@@ -7,8 +7,8 @@
   the holder dies, so no lock is ever stale). Per-clip locks let shards of any count, re-submitted shards and
   an accidental second run share one OUT: each clip is written by one process at a time, the others wait
   for it and then find it finished.
-* A folder counts as finished only when its marker ``.tsnctl-frames.json`` (written atomically, last, before
-  the folder is renamed into place) names a frame count and the folder holds exactly those frames.
+* A folder counts as finished only when its marker ``.tsnctl-frames.json`` (written last into the ``.part``
+  folder, which is then renamed into place) names a frame count and the folder holds exactly those frames.
 * Nothing in OUT that is a symbolic link is followed for writing or deleting.
 """
 
@@ -124,8 +124,6 @@ def acquire(path: Path, wait: bool) -> ClipLock | None:
         except FileNotFoundError:
             same = False
         if same:
-            os.ftruncate(fd, 0)
-            os.write(fd, f"{os.getpid()}\n".encode())
             return ClipLock(path, fd, held=True)
         os.close(fd)
 
@@ -157,16 +155,20 @@ def remove(path: Path) -> None:
         shutil.rmtree(path)
 
 
-def write_marker(folder: Path, frames: int, info: dict) -> None:
-    """Write the completion marker into ``folder``: tmp file, fsync, rename."""
-    tmp = folder / (MARKER + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644)
+def write_marker(folder: Path, frames: int, info: dict, atomic: bool = False) -> None:
+    """Write the completion marker into ``folder``. Into a fresh ``.part`` folder it is written directly:
+    the folder's rename is what makes it visible. ``atomic`` (a folder already in place) writes a
+    temporary file and renames it. Neither fsyncs: the frames are not synced either (an fsync per clip
+    costs more than writing a short clip's frames), so a marker proves that the writer finished, not
+    that a power loss spared the disk; a marker torn by one reads as no marker."""
+    path = folder / (MARKER + ".tmp" if atomic else MARKER)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644)
     try:
         os.write(fd, json.dumps({"frames": frames, **info}).encode())
-        os.fsync(fd)
     finally:
         os.close(fd)
-    os.rename(tmp, folder / MARKER)
+    if atomic:
+        os.rename(path, folder / MARKER)
 
 
 @dataclass(frozen=True)
@@ -201,7 +203,7 @@ def folder_state(folder: Path, video: Path) -> FolderState:
         return FolderState("redo", reason=f"folder held {len(numbers)} of its {marked} frames; extracted again")
     expected = _source_frames(video)
     if contiguous and numbers and len(numbers) == expected:
-        write_marker(folder, expected, {"adopted": True})
+        write_marker(folder, expected, {"adopted": True}, atomic=True)
         return FolderState("done", expected)
     return FolderState("redo", reason=f"folder held {len(numbers)} frames and no completion marker; extracted again")
 
