@@ -15,6 +15,7 @@ import errno
 import os
 import signal
 import sys
+from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -191,7 +192,9 @@ def _run_jobs(jobs: list[VideoJob], out: Path, short_side: int, quality: int, ov
     return results
 
 
-def _map(fn, args: list, workers: int):
+def _map(fn: Callable[[tuple], tuple[str, JobResult]], args: list[tuple],
+         workers: int) -> Iterator[tuple[str, JobResult]]:
+    """``fn`` over ``args`` in order: in worker processes, or here for one worker or one job."""
     if workers > 1 and len(args) > 1:
         with ProcessPoolExecutor(max_workers=workers, initializer=_die_with_parent) as pool:
             yield from pool.map(fn, args)
