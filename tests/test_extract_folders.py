@@ -182,7 +182,8 @@ def test_an_absolute_list_path_is_extracted_inside_out(tmp_path):
     assert frames_in(out / folder) == expected_names(12)
     sample = read_list(out / "list_frames.txt", "frames")[0]  # tsnctl's own reader takes the list
     assert sample.path == out / folder and sample.num_frames == 12
-    assert run("check", out / "list_frames.txt", "--format", "frames", "--min-frames", 1)[0] == 0
+    assert run("check", out / "list_frames.txt", "--format", "frames", "--min-frames", 1,
+               "--report", tmp_path / "check.csv")[0] == 0
 
 
 def test_dotdot_paths_with_overwrite_touch_nothing_outside_out(tmp_path):
