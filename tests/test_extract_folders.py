@@ -203,6 +203,24 @@ def test_dotdot_paths_with_overwrite_touch_nothing_outside_out(tmp_path):
         assert frames_in(out / "videos" / "v.mp4") == expected_names(12)
 
 
+def test_merge_lists_joins_shards_of_rewritten_list_paths(tmp_path):
+    lines = []
+    for i in range(4):
+        video = write_video(tmp_path / "videos" / f"v{i}.mp4", 5 + i, height=24, width=32)
+        lines.append(f"{video} 0\n" if i % 2 else f"../videos/v{i}.mp4 1\n")
+    (tmp_path / "lists").mkdir()
+    (tmp_path / "lists" / "list.txt").write_text("".join(lines))
+    src, out = tmp_path / "lists" / "list.txt", tmp_path / "out"
+    assert run("extract-frames", src, tmp_path / "single", "--workers", 1)[0] == 0
+    for i in range(2):
+        assert run("extract-frames", src, out, "--workers", 1, "--shard", f"{i}/2")[0] == 0
+    shard_lists = [out / f"list_frames.shard-{i}-of-2.txt" for i in range(2)]
+    code, text = run("merge-lists", src, *shard_lists, "-o", tmp_path / "merged.txt")
+    assert code == 0, text
+    assert (tmp_path / "merged.txt").read_text() == (tmp_path / "single" / "list_frames.txt").read_text()
+    assert "videos/v0.mp4 5 1" in (tmp_path / "merged.txt").read_text().splitlines()
+
+
 def test_two_list_lines_for_one_frame_folder_are_refused(tmp_path, videos):
     (videos / "list.txt").write_text("c0/clip_0.mp4 0\nc1/clip_1.mp4 1\n./c0//clip_0.mp4 1\n")
     code, text = run("extract-frames", videos / "list.txt", tmp_path / "out", "--workers", 1)
