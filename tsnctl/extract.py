@@ -181,6 +181,8 @@ def _run_jobs(jobs: list[VideoJob], out: Path, short_side: int, quality: int, ov
     threads = 1 if workers > 1 else 0
     pending = jobs
     for wait in (False, True):
+        if wait:
+            progress("extract", len(results), len(jobs), f"waiting for {len(pending)} clip(s) another run is writing")
         args = [(job, out, short_side, quality, overwrite, threads, wait) for job in pending]
         for name, result in _map(_extract_job, args, workers):
             if result.status != "busy":
