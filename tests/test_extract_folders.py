@@ -161,7 +161,7 @@ def test_a_complete_folder_from_before_markers_is_kept_and_gets_its_marker(tmp_p
     out = tmp_path / "out"
     assert run("extract-frames", videos, out, "--workers", 1)[0] == 0
     folder = out / "c0" / "clip_2.mp4"
-    (folder / MARKER).unlink()  # as tsnctl 0.8 left it
+    (folder / MARKER).unlink()  # as tsnctl left it before markers
     before = (folder / "img_00001.jpg").stat().st_mtime_ns
     code, text = run("extract-frames", videos, out, "--workers", 1)
     assert code == 0 and "4 already done" in text, text

@@ -180,7 +180,7 @@ class FolderState:
 
 def folder_state(folder: Path, video: Path) -> FolderState:
     """Whether ``folder`` is a finished extraction of ``video``: a marker naming N frames and exactly
-    ``img_00001.jpg`` .. N. A folder without a marker (tsnctl before 0.9 wrote none) counts as finished when
+    ``img_00001.jpg`` .. N. A folder without a marker (written before markers) counts as finished when
     its frames run from 1 to the video's frame count; it gets its marker then."""
     if folder.is_symlink():
         return FolderState("refuse", reason=f"{folder} is a symbolic link; not followed (remove it, or "
