@@ -215,6 +215,9 @@ def extract_video(video: Path, folder: Path, short_side: int = 0, quality: int =
                 _write_frames(tmp, count, batch)
                 batch.clear()
         _write_frames(tmp, count, batch)
+    except BaseException:  # disk full, read-only, Ctrl-C: no half-written frames are left behind
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     finally:
         capture.release()
     if count == 0:

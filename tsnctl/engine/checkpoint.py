@@ -7,7 +7,6 @@ stored, so loading uses ``torch.load(weights_only=True)`` and never runs code fr
 
 from __future__ import annotations
 
-import errno
 import os
 import re
 from pathlib import Path
@@ -30,26 +29,38 @@ def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
     tmp = path.with_name(path.name + ".tmp")
     try:
         with open(tmp, "wb") as f:
-            torch.save({"format": FORMAT, **state}, f)
+            writer = _RecordingWriter(f)
+            try:
+                torch.save({"format": FORMAT, **state}, writer)
+            except RuntimeError as exc:  # torch's zip writer turns a failed write() into its own error
+                raise writer.error or exc from None
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException as exc:
         tmp.unlink(missing_ok=True)
-        if isinstance(exc, OSError):
-            raise UserError(f"{path}: cannot write checkpoint ({exc.strerror or exc})", exit_code=1) from None
-        if isinstance(exc, RuntimeError):  # torch's zip writer reports a failed write(2) without errno
-            raise UserError(f"{path}: cannot write checkpoint ({_write_failure(path, exc)})", exit_code=1) from None
+        if isinstance(exc, (OSError, RuntimeError)):
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else _first_line(exc)
+            raise UserError(f"{path}: cannot write checkpoint ({reason})", exit_code=1) from None
         raise
 
 
-def _write_failure(path: Path, exc: RuntimeError) -> str:
-    try:
-        if os.statvfs(path.parent).f_bavail == 0:
-            return os.strerror(errno.ENOSPC)
-    except OSError:
-        pass
-    return _first_line(exc)
+class _RecordingWriter:
+    """A file wrapper that keeps the OSError of a failed write, which torch.save would report only as
+    'unexpected pos'."""
+
+    def __init__(self, f) -> None:
+        self.f, self.error = f, None
+
+    def write(self, data) -> int:
+        try:
+            return self.f.write(data)
+        except OSError as exc:
+            self.error = exc
+            raise
+
+    def flush(self) -> None:
+        self.f.flush()
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
