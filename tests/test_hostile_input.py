@@ -113,6 +113,7 @@ def sandbox(tmp_path_factory):
     tiny_onnx(s / "absurd.onnx", META, absurd=True)
     tiny_onnx(s / "badmeta.onnx", {**META, "tsnctl.num_seg": "many"})
     tiny_onnx(s / "hugemeta.onnx", {**META, "tsnctl.short_side": "1000000000"})
+    tiny_onnx(s / "widename.onnx", {**META, "tsnctl.image_template": "img_{:999999999d}.jpg"})
     run = s / "run"
     run.mkdir()
     (run / "metrics.csv").write_text("epoch,split,loss,top1,top5,lr\n1,train,1.0,50,100,0.01\n")
@@ -206,6 +207,8 @@ ROWS = [
     ("predict malformed metadata", ["predict", "-m", "{S}/badmeta.onnx", "{S}/frames/clip0"], 2, "tsnctl.num_seg"),
     ("predict absurd metadata", ["predict", "-m", "{S}/hugemeta.onnx", "{S}/frames/clip0"], 2,
      "tsnctl.short_side is '1000000000'"),
+    ("predict absurd file names", ["predict", "-m", "{S}/widename.onnx", "{S}/frames/clip0"], 2,
+     "tsnctl.image_template"),
     ("predict pickled weights", ["predict", "-w", "{S}/evil.pt", "{S}/frames/clip0"], 2, "refused to load"),
     ("predict latin-1 list", ["predict", "-m", "{S}/good.onnx", "{S}/latin1.txt"], 2, "not UTF-8 text"),
     ("predict csv in missing folder", ["predict", "-m", "{S}/good.onnx", "{S}/frames/clip0", "--output",

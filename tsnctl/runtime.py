@@ -7,6 +7,7 @@ TensorRT libraries) and fail with one line naming what is missing instead of sil
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -79,9 +80,11 @@ def _check_metadata(meta: dict[str, str], path: str | Path) -> None:
         raise bad("tsnctl.crop_size", "at most tsnctl.short_side")
     if meta.get("tsnctl.crop") not in ("ten", "three", "center"):
         raise bad("tsnctl.crop", "ten, three or center")
-    try:
-        meta.get("tsnctl.image_template", "").format(1)
-    except (ValueError, IndexError, KeyError):
+    template = meta.get("tsnctl.image_template", "")
+    try:  # a width of 4+ digits ({:999999999d}) would build a gigabyte-long name
+        if len(template) > 255 or re.search(r"\{[^}]*\d{4}", template) or template.format(1) == template:
+            raise ValueError
+    except (ValueError, IndexError, KeyError, AttributeError):
         raise bad("tsnctl.image_template", "a file name pattern such as img_{:05d}.jpg") from None
 
 
