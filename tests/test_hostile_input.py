@@ -119,19 +119,26 @@ def sandbox(tmp_path_factory):
     (run / "metrics.csv").write_text("epoch,split,loss,top1,top5,lr\n1,train,1.0,50,100,0.01\n")
     mounts = {"RO": _mount(s / "ro", "ro,size=64k"), "SMALL": _mount(s / "small", "size=256k"),
               "FULL": _mount(s / "full", "size=64k")}
-    if mounts["FULL"]:
-        fd = os.open(s / "full" / "filler", os.O_WRONLY | os.O_CREAT)
-        try:  # fill every block: the next write gets ENOSPC
-            while os.write(fd, b"\0" * 4096):
-                pass
-        except OSError:
+    try:
+        if mounts["FULL"]:
+            _fill(s / "full" / "filler")
+        yield s, mounts
+    finally:  # a mount left behind would make pytest's clean-up of old tmp folders fail with EBUSY
+        for name, mounted in mounts.items():
+            if mounted:
+                subprocess.run(["umount", str(s / name.lower())], check=False)
+
+
+def _fill(path: Path) -> None:
+    """Write until the file system has no block left: the next write anywhere on it gets ENOSPC."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT)
+    try:
+        while os.write(fd, b"\0" * 4096):
             pass
-        finally:
-            os.close(fd)
-    yield s, mounts
-    for name in ("ro", "small", "full"):
-        if mounts[name.upper()]:
-            subprocess.run(["umount", str(s / name)], check=False)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 # (id, args with {S} = sandbox, {O} = this row's output folder, expected exit code, fragment of the message).
