@@ -8,6 +8,8 @@ they are cut into. Each problem is one CSV row naming the list line and the file
 from __future__ import annotations
 
 import csv
+import io
+import os
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -18,6 +20,7 @@ from tsnctl.data.lists import Sample, list_lines, parse_line
 from tsnctl.data.sampling import eval_indices
 from tsnctl.errors import UserError
 from tsnctl.progress import ProgressFn, no_progress
+from tsnctl.textfiles import write_atomic
 
 
 @dataclass
@@ -46,12 +49,13 @@ class CheckReport:
         return [c for c in range(self.num_classes) if self.class_counts[c] == 0]
 
     def write_csv(self, path: str | Path) -> None:
-        with open(path, "w", newline="") as f:
-            writer = csv.writer(f)
-            writer.writerow(["line", "path", "label", "frames", "status", "reason"])
-            for row in self.rows:
-                writer.writerow([row.line, row.path, "" if row.label is None else row.label,
-                                 "" if row.frames is None else row.frames, row.status, row.reason])
+        text = io.StringIO(newline="")
+        writer = csv.writer(text)
+        writer.writerow(["line", "path", "label", "frames", "status", "reason"])
+        for row in self.rows:
+            writer.writerow([row.line, row.path, "" if row.label is None else row.label,
+                             "" if row.frames is None else row.frames, row.status, row.reason])
+        write_atomic(path, text.getvalue())
 
 
 def check_list(list_file: str | Path, fmt: str, root: str | Path = "", num_classes: int = 400,
@@ -63,7 +67,10 @@ def check_list(list_file: str | Path, fmt: str, root: str | Path = "", num_class
     rows: list[CheckRow] = []
     to_read: list[tuple[CheckRow, Sample]] = []
     first_line: dict[str, int] = {}
-    for line_no, line in list_lines(list_file):
+    lines = list_lines(list_file)
+    if not lines:
+        raise UserError(f"{list_file}: the list holds no clips (only blank or comment lines)")
+    for line_no, line in lines:
         try:
             sample = parse_line(line, fmt, base, f"{list_file}:{line_no}", num_classes)
         except UserError as exc:
@@ -71,11 +78,13 @@ def check_list(list_file: str | Path, fmt: str, root: str | Path = "", num_class
             continue
         row = CheckRow(line_no, sample.name, sample.label, None, "ok")
         rows.append(row)
-        if sample.name in first_line:
+        # ./a.mp4, sub/../a.mp4 and ROOT/a.mp4 are one clip: compare the normalised path, not the spelling
+        key = os.path.normpath(sample.path)
+        if key in first_line:
             row.status, row.reason = "duplicate", f"{list_file}:{line_no}: {sample.name} repeats line " \
-                                                  f"{first_line[sample.name]}"
+                                                  f"{first_line[key]}"
             continue
-        first_line[sample.name] = line_no
+        first_line[key] = line_no
         to_read.append((row, sample))
 
     def check_one(item: tuple[CheckRow, Sample]) -> CheckRow:

@@ -8,6 +8,7 @@ is checked against the dataclasses so a typo is an error, never a silently ignor
 from __future__ import annotations
 
 import dataclasses
+import math
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +17,7 @@ from typing import Any
 import yaml
 
 from tsnctl.errors import UserError
+from tsnctl.textfiles import read_utf8, write_atomic
 
 
 @dataclass
@@ -129,14 +131,13 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     cfg = Config()
     if path is not None:
         path = Path(path)
-        if not path.is_file():
-            raise UserError(f"{path}: config file not found")
+        text = read_utf8(path, "config file")
         try:
-            raw = yaml.safe_load(path.read_text())
+            raw = yaml.safe_load(text)
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
-            where = f":{mark.line + 1}" if mark is not None else ""
-            raise UserError(f"{path}{where}: not valid YAML ({getattr(exc, 'problem', exc)})") from None
+            where, column = (f":{mark.line + 1}", f", column {mark.column + 1}") if mark is not None else ("", "")
+            raise UserError(f"{path}{where}: not valid YAML ({_yaml_problem(exc)}{column})") from None
         apply_dict(cfg, raw or {}, source=str(path))
     return apply_overrides(cfg, overrides or [])
 
@@ -147,9 +148,20 @@ def apply_overrides(cfg: Config, overrides: list[str]) -> Config:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
             raise UserError(f"override {item!r}: expected section.key=value")
-        apply_dict(cfg, _nest(key.strip(), yaml.safe_load(value) if value.strip() else ""), source="-o")
+        try:
+            parsed = yaml.safe_load(value) if value.strip() else ""
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            column = f" at column {mark.column + 1} of the value" if mark is not None else ""
+            raise UserError(f"override {item!r}: not a valid YAML value ({_yaml_problem(exc)}{column})") from None
+        apply_dict(cfg, _nest(key.strip(), parsed), source="-o")
     validate(cfg)
     return cfg
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    problem = getattr(exc, "problem", None) or str(exc).strip().splitlines()[0]
+    return " ".join(str(problem).split())
 
 
 def config_from_dict(raw: dict[str, Any], source: str = "checkpoint") -> Config:
@@ -179,42 +191,55 @@ def apply_dict(cfg: Config, raw: Any, source: str) -> None:
             setattr(target, key, _coerce(value, hints[key], f"{section}.{key}", source))
 
 
+# Ranges a type alone cannot express: key -> (test, what the value must be). Checked up front, so a bad value
+# fails before any data is read instead of as a ZeroDivisionError or a diverging run hours later.
+RANGES: dict[str, tuple[Any, str]] = {
+    **{key: (lambda v: v >= 1, "at least 1") for key in (
+        "data.short_side", "data.crop_size", "model.num_classes", "train.num_seg", "train.batch_size",
+        "train.epochs", "train.log_interval", "train.accumulate", "valid.num_seg", "valid.batch_size",
+        "test.num_seg", "test.batch_size")},
+    **{key: (lambda v: v >= 0, "0 or more") for key in (
+        "train.save_interval", "train.checkpoint_steps", "train.warmup_epochs", "test.max_views_per_batch",
+        "model.shift_segments")},
+    "data.num_workers": (lambda v: v >= -1, "-1 (sized to the machine), 0 or positive"),
+    "model.shift_div": (lambda v: v >= 2, "at least 2"),
+    "model.dropout": (lambda v: 0.0 <= v < 1.0, "in [0, 1)"),
+    "model.fc_std": (lambda v: v > 0, "positive"),
+    "train.lr": (lambda v: v > 0, "positive"),
+    "train.lr_gamma": (lambda v: v > 0, "positive"),
+    "train.warmup_ratio": (lambda v: 0.0 < v <= 1.0, "in (0, 1]"),
+    "train.fc_lr_mult": (lambda v: v > 0, "positive"),
+    "train.momentum": (lambda v: 0.0 <= v < 1.0, "in [0, 1)"),
+    "train.weight_decay": (lambda v: v >= 0, "0 or more"),
+    "train.clip_grad_norm": (lambda v: v >= 0, "0 (off) or positive"),
+    "train.max_bad_fraction": (lambda v: 0.0 <= v <= 1.0, "in [0, 1]"),
+}
+
+
 def validate(cfg: Config) -> None:
-    """Check values that a type alone cannot (choices and ranges)."""
+    """Check values that a type alone cannot (choices and ranges); the error names the key and the value."""
     for dotted, options in CHOICES.items():
-        section, key = dotted.split(".")
-        value = getattr(getattr(cfg, section), key)
+        value = _get(cfg, dotted)
         if value not in options:
             raise UserError(f"config: {dotted} is {value!r}; choose one of {', '.join(options)}")
-    positive = ["data.short_side", "data.crop_size", "model.num_classes", "train.num_seg", "train.batch_size",
-                "train.epochs", "valid.num_seg", "valid.batch_size", "test.num_seg", "test.batch_size",
-                "train.accumulate"]
-    for dotted in positive:
-        section, key = dotted.split(".")
-        if getattr(getattr(cfg, section), key) <= 0:
-            raise UserError(f"config: {dotted} must be positive")
+    for dotted, (ok, wanted) in RANGES.items():
+        value = _get(cfg, dotted)
+        if (isinstance(value, float) and not math.isfinite(value)) or not ok(value):
+            raise UserError(f"config: {dotted} is {value!r}; it must be {wanted}")
+    if any(step < 1 for step in cfg.train.lr_steps):
+        raise UserError(f"config: train.lr_steps is {cfg.train.lr_steps}; every epoch in it must be at least 1")
     if cfg.data.crop_size > cfg.data.short_side:
         raise UserError(f"config: data.crop_size ({cfg.data.crop_size}) exceeds data.short_side "
                         f"({cfg.data.short_side})")
-    if cfg.test.max_views_per_batch < 0:
-        raise UserError("config: test.max_views_per_batch must be 0 (no limit) or positive")
-    if cfg.data.num_workers < -1:
-        raise UserError("config: data.num_workers must be -1 (sized to the machine), 0 or positive")
-    if cfg.train.checkpoint_steps < 0:
-        raise UserError("config: train.checkpoint_steps must be 0 (off) or positive")
-    if not 0.0 <= cfg.train.max_bad_fraction <= 1.0:
-        raise UserError("config: train.max_bad_fraction must be in [0, 1]")
-    if not 0.0 <= cfg.model.dropout < 1.0:
-        raise UserError("config: model.dropout must be in [0, 1)")
-    if cfg.model.shift_div < 2 or cfg.model.shift_segments < 0:
-        raise UserError("config: model.shift_div must be at least 2 and model.shift_segments at least 0")
-    if cfg.train.warmup_epochs < 0 or not 0.0 < cfg.train.warmup_ratio <= 1.0 or cfg.train.fc_lr_mult <= 0:
-        raise UserError("config: train.warmup_epochs must be >= 0, train.warmup_ratio in (0, 1] and "
-                        "train.fc_lr_mult positive")
+
+
+def _get(cfg: Config, dotted: str) -> Any:
+    section, key = dotted.split(".")
+    return getattr(getattr(cfg, section), key)
 
 
 def save_config(cfg: Config, path: str | Path) -> None:
-    Path(path).write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    write_atomic(path, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
 
 
 def _nest(dotted: str, value: Any) -> dict[str, Any]:

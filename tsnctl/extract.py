@@ -291,6 +291,14 @@ def extract_video(video: Path, folder: Path, short_side: int = 0, quality: int =
                 _write_frames(tmp, count, batch)
                 batch.clear()
         _write_frames(tmp, count, batch)
+    except BaseException as exc:  # disk full, read-only, Ctrl-C: no half-written frames are left behind
+        try:
+            remove(tmp)
+        except OSError:
+            pass  # the original error is the one worth reporting
+        if isinstance(exc, OSError) and exc.filename is None:  # os.write names no file
+            raise OSError(exc.errno, exc.strerror, str(folder)) from None
+        raise
     finally:
         capture.release()
     if count == 0:

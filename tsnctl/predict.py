@@ -165,8 +165,10 @@ def expand_clips(paths: list[str | Path], template: str = "img_{:05d}.jpg") -> l
 
 
 def _listed_clips(list_file: Path) -> list[str]:
+    from tsnctl.textfiles import read_utf8
+
     clips = []
-    for line in list_file.read_text().splitlines():
+    for line in read_utf8(list_file, "list file").splitlines():
         fields = line.split()
         if not fields or fields[0].startswith("#"):
             continue

@@ -7,6 +7,7 @@ TensorRT libraries) and fail with one line naming what is missing instead of sil
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,8 @@ import torch
 
 from tsnctl.config import Config
 from tsnctl.errors import UserError
+
+ort.set_default_logger_severity(4)  # errors reach the user as one UserError line, not onnxruntime's log too
 
 PROVIDERS = {
     "cpu": ["CPUExecutionProvider"],
@@ -50,7 +53,39 @@ def model_metadata(session: ort.InferenceSession, path: str | Path) -> dict[str,
     meta = session.get_modelmeta().custom_metadata_map
     if "tsnctl.class_names" not in meta:
         raise UserError(f"{path}: no tsnctl metadata; export the model with 'tsnctl export'")
+    _check_metadata(meta, path)
     return meta
+
+
+# Bounds on what an exported model may ask the torch side to prepare: beyond them a forged file would make
+# us allocate absurd input tensors before onnxruntime even runs.
+_META_INTS = {"tsnctl.num_seg": 1000, "tsnctl.short_side": 8192, "tsnctl.crop_size": 8192}
+
+
+def _check_metadata(meta: dict[str, str], path: str | Path) -> None:
+    """Every ``tsnctl.*`` value parses and is in range; a malformed one names the key and the file."""
+    def bad(key: str, wanted: str) -> UserError:
+        return UserError(f"{path}: metadata {key} is {meta.get(key, '(missing)')!r}; expected {wanted}")
+
+    try:
+        names = json.loads(meta["tsnctl.class_names"])
+    except ValueError:
+        names = None
+    if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
+        raise bad("tsnctl.class_names", "a JSON list of class names")
+    for key, limit in _META_INTS.items():
+        if not meta.get(key, "").isdigit() or not 1 <= int(meta[key]) <= limit:
+            raise bad(key, f"an integer from 1 to {limit}")
+    if int(meta["tsnctl.crop_size"]) > int(meta["tsnctl.short_side"]):
+        raise bad("tsnctl.crop_size", "at most tsnctl.short_side")
+    if meta.get("tsnctl.crop") not in ("ten", "three", "center"):
+        raise bad("tsnctl.crop", "ten, three or center")
+    template = meta.get("tsnctl.image_template", "")
+    try:  # a width of 4+ digits ({:999999999d}) would build a gigabyte-long name
+        if len(template) > 255 or re.search(r"\{[^}]*\d{4}", template) or template.format(1) == template:
+            raise ValueError
+    except (ValueError, IndexError, KeyError, AttributeError):
+        raise bad("tsnctl.image_template", "a file name pattern such as img_{:05d}.jpg") from None
 
 
 def apply_protocol(cfg: Config, meta: dict[str, str]) -> Config:
@@ -81,5 +116,10 @@ class OnnxClassifier(torch.nn.Module):
         self.input_type = np.float16 if "float16" in session.get_inputs()[0].type else np.float32
 
     def forward(self, clips: torch.Tensor) -> torch.Tensor:
-        logits = self.session.run(None, {"clips": clips.cpu().numpy().astype(self.input_type)})[0]
+        try:
+            logits = self.session.run(None, {"clips": clips.cpu().numpy().astype(self.input_type)})[0]
+        except Exception as exc:  # noqa: BLE001 - onnxruntime's Fail/RuntimeException, e.g. an absurd allocation
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise UserError(f"{getattr(self.session, '_model_path', 'ONNX model')}: onnxruntime failed "
+                            f"({reason[-200:]})", exit_code=1) from None
         return torch.from_numpy(logits.astype(np.float32))

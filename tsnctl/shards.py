@@ -10,6 +10,7 @@ import hashlib
 from pathlib import Path
 
 from tsnctl.errors import UserError
+from tsnctl.textfiles import read_utf8
 
 
 def parse_shard(spec: str) -> tuple[int, int]:
@@ -44,9 +45,7 @@ def merge_frame_lists(order: list[str], shard_lists: list[str | Path], allow_mis
     lines: dict[str, str] = {}
     for shard_list in shard_lists:
         path = Path(shard_list)
-        if not path.is_file():
-            raise UserError(f"{path}: shard list not found")
-        for line_no, line in enumerate(path.read_text().splitlines(), start=1):
+        for line_no, line in enumerate(read_utf8(path, "shard list").splitlines(), start=1):
             if not line.strip():
                 continue
             fields = line.split()

@@ -11,8 +11,10 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+import yaml
 from rich.console import Console
 from rich.logging import RichHandler
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from tsnctl.config import Config, load_config, validate
@@ -45,18 +47,50 @@ DeviceOpt = Annotated[str | None, typer.Option("--device", help="auto, cpu, cuda
 
 
 def cli_errors(fn: Callable) -> Callable:
-    """Turn UserError (and Ctrl-C) into one red line on stderr and an exit code, never a traceback."""
+    """Turn UserError, OS errors and Ctrl-C into one red line on stderr and an exit code, never a traceback.
+
+    UserError is raised where the problem is known (file, line, key); the OSError and decoding branches are
+    the safety net for what slips through (a read-only or full disk, an output path in a missing folder).
+    """
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
+        except (typer.Exit, typer.Abort, typer.exceptions.TyperException):
+            raise
         except UserError as exc:
-            err_console.print(f"[bold red]error:[/] {_one_line(str(exc))}", highlight=False, soft_wrap=True)
-            raise typer.Exit(exc.exit_code) from None
+            _fail(_one_line(str(exc)), exc.exit_code)
         except KeyboardInterrupt:
             err_console.print("[bold red]interrupted[/]")
             raise typer.Exit(130) from None
+        except OSError as exc:
+            _fail(os_error_line(exc), 2 if isinstance(exc, _BAD_PATH_ERRORS) else 1)
+        except UnicodeDecodeError as exc:
+            _fail(f"not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset {exc.start})", 2)
+        except yaml.YAMLError as exc:
+            _fail(f"not valid YAML ({_one_line(str(exc))})", 2)
+        except Exception as exc:  # noqa: BLE001 - last resort: a bug still gets one line; -v shows the traceback
+            log.debug("traceback of the unexpected error", exc_info=True)
+            _fail(f"unexpected {type(exc).__name__}: {_one_line(str(exc))} (run with -v for the traceback)", 1)
     return wrapper
+
+
+# Wrong paths on the command line (input), as opposed to a disk that fails while we work (exit 1).
+_BAD_PATH_ERRORS = (FileNotFoundError, NotADirectoryError, IsADirectoryError, FileExistsError)
+
+
+def os_error_line(exc: OSError) -> str:
+    """``<file>: <reason>`` for an OSError (both files for a failed rename)."""
+    reason = exc.strerror or str(exc) or type(exc).__name__
+    if exc.filename is None:
+        return reason
+    files = f"{exc.filename} -> {exc.filename2}" if exc.filename2 else f"{exc.filename}"
+    return f"{files}: {reason}"
+
+
+def _fail(message: str, code: int) -> None:
+    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code) from None
 
 
 def _one_line(message: str) -> str:
@@ -177,6 +211,8 @@ def run_on_ranks(cfg: Config, layout: tuple, entry: Callable, *args):
     ``layout`` = (gpus, nproc, nnodes, node_rank, master_addr, master_port, rdzv_endpoint)."""
     from tsnctl.engine.distributed import is_main, launch, launch_plan, process_group
 
+    if layout[1] is not None and layout[1] < 1:
+        raise UserError(f"--nproc {layout[1]}: must be at least 1")
     plan = launch_plan(cfg.train.device, *layout)
     level = log.getEffectiveLevel()
     if plan is not None:

@@ -108,10 +108,11 @@ def merge_lists(
     """Join the frame lists of sharded extractions into the list one machine would have written."""
     from tsnctl.extract import find_jobs
     from tsnctl.shards import merge_frame_lists
+    from tsnctl.textfiles import write_atomic
 
     jobs, _ = find_jobs(src, root)
     lines = merge_frame_lists([job.folder for job in jobs], [str(p) for p in shard_lists], allow_missing)
-    output.write_text("".join(lines))
+    write_atomic(output, "".join(lines))
     out_console.print(f"merged {len(lines)} of {len(jobs)} videos from {len(shard_lists)} shard list(s) -> {output}")
 
 

@@ -7,11 +7,11 @@ line is reported with file and line number; nothing is skipped silently.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from tsnctl.errors import UserError
+from tsnctl.textfiles import read_utf8, write_atomic
 
 
 @dataclass(frozen=True)
@@ -37,9 +37,7 @@ def read_list(list_file: str | Path, fmt: str, root: str | Path = "", num_classe
 
 def list_lines(list_file: Path) -> list[tuple[int, str]]:
     """``(line number, line)`` for every line that is neither blank nor a ``#`` comment."""
-    if not list_file.is_file():
-        raise UserError(f"{list_file}: list file not found")
-    return [(line_no, line) for line_no, line in enumerate(list_file.read_text().splitlines(), start=1)
+    return [(line_no, line) for line_no, line in enumerate(read_utf8(list_file, "list file").splitlines(), start=1)
             if line.strip() and not line.lstrip().startswith("#")]
 
 
@@ -73,10 +71,8 @@ def _parse_int(text: str, what: str, where: str) -> int:
 def read_labels(label_file: str | Path) -> list[str]:
     """Class names from a file of ``name`` or ``<id> name`` lines (the Kinetics-400 list uses the latter)."""
     label_file = Path(label_file)
-    if not label_file.is_file():
-        raise UserError(f"{label_file}: label file not found")
     names = []
-    for line_no, line in enumerate(label_file.read_text().splitlines(), start=1):
+    for line_no, line in enumerate(read_utf8(label_file, "label file").splitlines(), start=1):
         if not line.strip():
             continue
         head, _, rest = line.strip().partition(" ")
@@ -91,7 +87,4 @@ def read_labels(label_file: str | Path) -> list[str]:
 
 def write_frame_list(path: str | Path, rows: list[tuple[str, int, int]]) -> None:
     """Write ``<frame_dir> <num_frames> <label>`` lines (atomically: a killed run leaves the old list or none)."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(f"{name} {n} {label}\n" for name, n, label in rows))
-    os.replace(tmp, path)
+    write_atomic(path, "".join(f"{name} {n} {label}\n" for name, n, label in rows))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import logging
+import os
 import random
 from pathlib import Path
 from typing import Any
@@ -62,3 +63,24 @@ def trim_metrics(path: Path, epochs_done: int) -> None:
     if len(kept) != len(rows):
         with open(path, "w", newline="") as f:
             csv.writer(f).writerows(kept)
+
+
+def trim_steps(path: Path, epochs_done: int, step: int) -> None:
+    """Drop steps.csv rows after the resumed position (epoch ``epochs_done + 1``, micro-batch ``step``): the
+    resumed run logs those steps again, and two rows for one (epoch, step) would draw a zig-zag curve."""
+    if not path.is_file():
+        return
+    with open(path, newline="") as f:
+        rows = list(csv.reader(f))
+    if not rows:
+        return
+
+    def kept(row: list[str]) -> bool:
+        epoch, at = int(row[0]), int(row[1])
+        return epoch <= epochs_done or (epoch == epochs_done + 1 and at <= step)
+
+    rows = [rows[0]] + [row for row in rows[1:] if len(row) >= 2 and kept(row)]
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", newline="") as f:
+        csv.writer(f).writerows(rows)
+    os.replace(tmp, path)

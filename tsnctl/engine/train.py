@@ -38,7 +38,7 @@ from tsnctl.engine.loaders import (
 )
 from tsnctl.engine.metrics import accuracy
 from tsnctl.engine.optim import build_optimizer, build_scheduler
-from tsnctl.engine.resume import newest_checkpoint, restore_rng, rng_state, trim_metrics
+from tsnctl.engine.resume import newest_checkpoint, restore_rng, rng_state, trim_metrics, trim_steps
 from tsnctl.engine.runlog import IntervalStats, RunLog
 from tsnctl.engine.safety import BadSampleLog, StopRequest, check_loss, step_consensus, stop_if_requested
 from tsnctl.errors import UserError
@@ -131,6 +131,7 @@ def train(cfg: Config, output_dir: str | Path, validate: bool = False, resume: b
         start_epoch, best_top1, global_step, position = _resume(path, model, optimizer, scheduler, scaler)
         if dist.is_main():
             trim_metrics(output_dir / "metrics.csv", start_epoch)
+            trim_steps(output_dir / "steps.csv", start_epoch, position.step)
         log.info("resumed from %s at epoch %d, step %d", path, start_epoch + 1, position.step)
     if dist.is_main():
         save_config(cfg, output_dir / "config.yaml")
