@@ -62,11 +62,26 @@ def _n_vop(b_vop: bytes, increment_bits: int = 5) -> bytes:
     return b_vop[:at] + int(header, 2).to_bytes(len(header) // 8, "big")
 
 
-def _pack_b_frames(src: Path, dst: Path) -> Path:
-    """DivX/XviD "packed bitstream" AVI: each reference VOP and the B-VOP after it in one packet, an
-    N-VOP packet where the B-VOP was, and the DivX user data that declares the packing ('p')."""
+def _avi_packets(src: Path) -> list[tuple[bytes, bool]]:
     with av.open(str(src)) as container:
-        packets = [(bytes(p), p.is_keyframe) for p in container.demux(container.streams.video[0]) if p.size]
+        return [(bytes(p), p.is_keyframe) for p in container.demux(container.streams.video[0]) if p.size]
+
+
+def _write_avi(src: Path, dst: Path, packets: list[tuple[bytes, bool]]) -> Path:
+    """``packets`` (data, keyframe) muxed into an AVI with the stream parameters of ``src``."""
+    with av.open(str(src)) as container, av.open(str(dst), "w", format="avi") as out:
+        stream = out.add_stream_from_template(container.streams.video[0])
+        for n, (data, key) in enumerate(packets):
+            packet = av.Packet(data)
+            packet.pts = packet.dts = n
+            packet.time_base, packet.stream, packet.is_keyframe = stream.time_base, stream, key
+            out.mux(packet)
+    return dst
+
+
+def _pack_b_frames(packets: list[tuple[bytes, bool]]) -> list[tuple[bytes, bool]]:
+    """DivX/XviD "packed bitstream": each reference VOP and the B-VOP after it in one packet, an N-VOP
+    packet where the B-VOP was, and the DivX user data that declares the packing ('p')."""
     packed, i = [packets[0]], 1
     while i < len(packets):
         data, key = packets[i]
@@ -79,15 +94,22 @@ def _pack_b_frames(src: Path, dst: Path) -> Path:
     first, key = packed[0]
     at = first.find(b"\x00\x00\x01\xb6")
     packed[0] = (first[:at] + b"\x00\x00\x01\xb2DivX503b1393p" + first[at:], key)
-    with av.open(str(src)) as container, av.open(str(dst), "w", format="avi") as out:
-        stream = out.add_stream_from_template(container.streams.video[0])
-        for n, (data, key) in enumerate(packed):
-            packet = av.Packet(data)
-            packet.pts = packet.dts = n
-            packet.time_base, packet.stream, packet.is_keyframe = stream.time_base, stream, key
-            out.mux(packet)
     assert sum(len(data) < 16 for data, _ in packed) >= N // 4  # the N-VOPs are there
-    return dst
+    return packed
+
+
+def _drop_frames(packets: list[tuple[bytes, bool]]) -> list[tuple[bytes, bool]]:
+    """N-VOPs for dropped frames (XviD/DivX write them; FFmpeg and OpenCV output no frame for them),
+    before every third P-VOP: packet counts then overstate the frames."""
+    out, p_vops = [], 0
+    for data, key in packets:
+        if _vop_type(data) == "P":
+            p_vops += 1
+            if p_vops % 3 == 1:
+                out.append((_n_vop(data), False))
+        out.append((data, key))
+    assert len(out) >= len(packets) + 3
+    return out
 
 
 def _trim_with_edit_list(src: Path, dst: Path, frames: int) -> Path:
@@ -109,6 +131,7 @@ def _trim_with_edit_list(src: Path, dst: Path, frames: int) -> Path:
     return dst
 
 
+_MPEG4 = {"sc_threshold": "1000000000"}  # P-frames, not a scene cut at every changed frame
 _X264 = {"x264-params": "bframes=3:b-pyramid=normal:open-gop=1:keyint=12:min-keyint=12:scenecut=0"}
 
 
@@ -116,11 +139,16 @@ def _clip(kind: str, tmp_path: Path) -> Path:
     if kind.startswith("x264") and "libx264" not in av.codecs_available:
         pytest.skip("this PyAV build has no libx264 encoder")
     if kind == "mpeg4-bframes.avi":
-        return _encode(tmp_path / kind, "mpeg4", max_b_frames=2)
+        return _encode(tmp_path / kind, "mpeg4", _MPEG4, max_b_frames=2, gop_size=12)
     if kind == "mpeg4-packed.avi":
-        return _pack_b_frames(_encode(tmp_path / "plain.avi", "mpeg4", max_b_frames=2), tmp_path / kind)
+        plain = _encode(tmp_path / "plain.avi", "mpeg4", _MPEG4, max_b_frames=2, gop_size=12)
+        return _write_avi(plain, tmp_path / kind, _pack_b_frames(_avi_packets(plain)))
+    if kind == "mpeg4-dropped.avi":  # without B-frames, as most XviD AVIs (UCF101, HMDB51)
+        plain = _encode(tmp_path / "plain.avi", "mpeg4", _MPEG4, gop_size=12)
+        return _write_avi(plain, tmp_path / kind, _drop_frames(_avi_packets(plain)))
     if kind == "mpeg4-edit.mp4":
-        return _trim_with_edit_list(_encode(tmp_path / "b.mp4", "mpeg4", max_b_frames=2), tmp_path / kind, 5)
+        plain = _encode(tmp_path / "b.mp4", "mpeg4", _MPEG4, max_b_frames=2, gop_size=12)
+        return _trim_with_edit_list(plain, tmp_path / kind, 5)
     if kind == "x264-edit.mp4":
         return _trim_with_edit_list(_encode(tmp_path / "p.mp4", "libx264", _X264), tmp_path / kind, 4)
     return _encode(tmp_path / kind, "libx264", _X264)  # x264-pyramid-opengop.mp4 / .avi
@@ -137,7 +165,8 @@ def _full_decode(path: Path) -> list[np.ndarray]:
     return frames
 
 
-@pytest.mark.parametrize("kind", ["mpeg4-bframes.avi", "mpeg4-packed.avi", "mpeg4-edit.mp4",
+@pytest.mark.parametrize("kind", ["mpeg4-bframes.avi", "mpeg4-packed.avi", "mpeg4-dropped.avi",
+                                  "mpeg4-edit.mp4",
                                   "x264-pyramid-opengop.mp4", "x264-pyramid-opengop.avi", "x264-edit.mp4"])
 def test_frames_are_those_of_a_full_sequential_decode(tmp_path, kind):
     path = _clip(kind, tmp_path)

@@ -16,7 +16,8 @@ refers to it (about half the frames of x264's default B-pyramid). Measured on a 
 frame ~75 ms, PyAV with skipping ~48-58 ms (see docs/benchmarks.md). Other containers (AVI above all) only
 have timestamps FFmpeg guesses from decode order, wrong for B-frames and for DivX/XviD "packed" B-frames
 (a reference and a B-frame in one packet, an empty N-VOP packet where the B-frame was): there every frame
-is decoded and numbered in the order the decoder outputs it, as OpenCV does.
+is decoded and numbered in the order the decoder outputs it, as OpenCV does. That costs the skipping:
++30% on an MPEG-4 AVI with B-frames (none without B-frames: there every frame is a reference anyway).
 TorchCodec needs FFmpeg's shared libraries from the system, which PyAV's wheels bundle.
 """
 
@@ -29,6 +30,7 @@ from pathlib import Path
 import av
 import numpy as np
 
+from tsnctl.data import mpeg4
 from tsnctl.errors import UserError
 
 IndexFn = Callable[[int], list[int]]  # num_frames -> the 0-based indices to read
@@ -44,10 +46,10 @@ def read_video(path: Path, index_fn: IndexFn) -> np.ndarray:
     ``num_frames`` is the number of frames a full decode yields (its shown video packets), counted without
     decoding.
     """
-    with _demuxed(path) as (stream, packets, stored_pts):
-        num_frames = _shown(packets)
+    with _demuxed(path) as (stream, packets, shown, stored_pts):
+        num_frames = sum(shown)
         indices = index_fn(num_frames)
-        found = _decode(stream, packets, set(indices), stored_pts)
+        found = _decode(stream, packets, shown, set(indices), stored_pts)
     missing = sorted(set(indices) - found.keys())
     if missing:
         raise UserError(f"{path}: frame {missing[0]} of {num_frames} could not be decoded (truncated or "
@@ -60,19 +62,25 @@ def read_video(path: Path, index_fn: IndexFn) -> np.ndarray:
 
 def count_frames(path: Path) -> int:
     """Frames a full decode of the video yields (its shown video packets), without decoding."""
-    with _demuxed(path) as (_, packets, _):
-        return _shown(packets)
+    with _demuxed(path) as (_, _, shown, _):
+        return sum(shown)
 
 
-def _shown(packets: list[av.Packet]) -> int:
-    """Packets whose frame is shown: one frame each, except those an edit list trims."""
-    return sum(not p.is_discard for p in packets)
+def _shown(stream: av.video.stream.VideoStream, packets: list[av.Packet]) -> list[bool]:
+    """Whether each packet yields a shown frame: not when an edit list trims it (discard flag), nor an
+    MPEG-4 Part 2 not-coded VOP (``data/mpeg4.py``); every other packet holds one frame."""
+    shown = [not p.is_discard for p in packets]
+    if stream.codec_context.name == "mpeg4":
+        counts = mpeg4.frames_per_packet([bytes(p) for p in packets], stream.codec_context.extradata)
+        if counts is not None:
+            shown = [keep and count == 1 for keep, count in zip(shown, counts, strict=True)]
+    return shown
 
 
 @contextmanager
-def _demuxed(path: Path) -> Iterator[tuple[av.video.stream.VideoStream, list[av.Packet], bool]]:
-    """The first video stream, its frame packets in decode order and whether the container stores their
-    presentation times; FFmpeg errors become UserErrors."""
+def _demuxed(path: Path) -> Iterator[tuple[av.video.stream.VideoStream, list[av.Packet], list[bool], bool]]:
+    """The first video stream, its frame packets in decode order, which of them yield a shown frame, and
+    whether their timestamps can rank frames; FFmpeg errors become UserErrors."""
     if not path.is_file():
         raise UserError(f"{path}: video file not found")
     if path.stat().st_size == 0:
@@ -86,18 +94,21 @@ def _demuxed(path: Path) -> Iterator[tuple[av.video.stream.VideoStream, list[av.
             stream = container.streams.video[0]
             stream.thread_count = 1  # loader workers already decode clips in parallel
             packets = [p for p in container.demux(stream) if p.size]
-            if not _shown(packets):
+            shown = _shown(stream, packets)
+            if not any(shown):
                 raise UserError(f"{path}: no decodable video frames")
-            yield stream, packets, container.format.name in _STORED_PTS
+            # MPEG-4 Part 2 may hold packed B-frames, whose packets' timestamps are not their frames'
+            stored_pts = container.format.name in _STORED_PTS and stream.codec_context.name != "mpeg4"
+            yield stream, packets, shown, stored_pts
     except av.FFmpegError as exc:
         # strerror is FFmpeg's reason without the path it appends (the message names the file already)
         raise UserError(f"{path}: not a readable video ({exc.strerror or exc})") from None
 
 
-def _decode(stream: av.video.stream.VideoStream, packets: list[av.Packet], wanted: set[int],
-            stored_pts: bool) -> dict[int, np.ndarray]:
+def _decode(stream: av.video.stream.VideoStream, packets: list[av.Packet], shown: list[bool],
+            wanted: set[int], stored_pts: bool) -> dict[int, np.ndarray]:
     """The wanted frames, by presentation rank where the timestamps allow it, else in output order."""
-    rank = _ranks(packets) if stored_pts else None
+    rank = _ranks([p for p, keep in zip(packets, shown, strict=True) if keep]) if stored_pts else None
     if rank is not None:
         found = _decode_ranked(stream, packets, wanted, rank)
         if found is not None:
@@ -108,7 +119,7 @@ def _decode(stream: av.video.stream.VideoStream, packets: list[av.Packet], wante
 
 def _ranks(packets: list[av.Packet]) -> dict[int, int] | None:
     """Presentation rank of each shown packet's timestamp; None if some are missing or repeated."""
-    pts = [p.pts for p in packets if not p.is_discard]
+    pts = [p.pts for p in packets]
     if None in pts or len(set(pts)) != len(pts):
         return None
     return {p: i for i, p in enumerate(sorted(pts))}
@@ -123,8 +134,7 @@ def _decode_ranked(stream: av.video.stream.VideoStream, packets: list[av.Packet]
     last = -1
     for packet in [*packets, None]:
         # A wanted frame, or one the codec may need as a reference, is decoded; the rest can be dropped.
-        shown = packet is not None and not packet.is_discard
-        codec.skip_frame = "DEFAULT" if packet is None or (shown and rank[packet.pts] in wanted) else "NONREF"
+        codec.skip_frame = "DEFAULT" if packet is None or rank.get(packet.pts) in wanted else "NONREF"
         for frame in codec.decode(packet):
             index = rank.get(frame.pts)
             if index is None or index <= last:
