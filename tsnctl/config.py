@@ -52,6 +52,7 @@ class ModelConfig:
     shift_div: int = 8  # 1/shift_div of the channels move forward in time, 1/shift_div backward
     shift_place: str = "residual"  # residual: start of each block's residual branch (the paper's choice)
     shift_segments: int = 0  # clip length T the shift runs over; 0: the num_seg of the mode (train/valid/test)
+    bn_running_var: str = "unbiased"  # BN running variance update: unbiased (torch) | biased (the reference's Paddle)
 
 
 @dataclass
@@ -121,6 +122,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "data.decode_device": ("cpu", "cuda"),
     "model.backbone": ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152"),
     "model.shift_place": ("residual",),
+    "model.bn_running_var": ("unbiased", "biased"),
     "test.crop": ("ten", "three", "center"),
     "train.amp": ("none", "bf16", "fp16"),
 }

@@ -18,6 +18,7 @@ from torch import nn
 
 from tsnctl.config import ModelConfig
 from tsnctl.errors import UserError
+from tsnctl.models.bn import use_biased_running_var
 from tsnctl.models.tsm import add_temporal_shift
 from tsnctl.weight_formats import Weights, from_state_dict, load_into, read_weights
 
@@ -60,7 +61,7 @@ class TSN(nn.Module):
 
     def __init__(self, backbone: str = "resnet50", num_classes: int = 400, dropout: float = 0.4,
                  fc_std: float = 0.01, temporal_shift: bool = False, shift_div: int = 8,
-                 shift_place: str = "residual", shift_segments: int = 0) -> None:
+                 shift_place: str = "residual", shift_segments: int = 0, bn_running_var: str = "unbiased") -> None:
         super().__init__()
         if backbone not in BACKBONES:
             raise UserError(f"unknown backbone {backbone!r}; choose one of {', '.join(BACKBONES)}")
@@ -69,6 +70,10 @@ class TSN(nn.Module):
         resnet.fc = nn.Identity()  # the backbone ends with global average pooling: [B, feature_dim]
         if temporal_shift:
             add_temporal_shift(resnet, shift_div, shift_place, shift_segments)
+        if bn_running_var not in ("unbiased", "biased"):
+            raise UserError(f"unknown model.bn_running_var {bn_running_var!r}; choose unbiased or biased")
+        if bn_running_var == "biased":
+            use_biased_running_var(resnet)  # the reference's running-variance update (models/bn.py)
         self.backbone = resnet
         self.head = TSNHead(self.feature_dim, num_classes, dropout, fc_std)
 
@@ -87,7 +92,7 @@ class TSN(nn.Module):
 def build_model(cfg: ModelConfig) -> TSN:
     """The TSN (or TSM) of a model config, initialised from ``cfg.init_from`` or else ``cfg.pretrained`` when set."""
     model = TSN(cfg.backbone, cfg.num_classes, cfg.dropout, cfg.fc_std, cfg.temporal_shift, cfg.shift_div,
-                cfg.shift_place, cfg.shift_segments)
+                cfg.shift_place, cfg.shift_segments, cfg.bn_running_var)
     if cfg.init_from:
         init_from_weights(model, cfg.init_from, cfg.backbone)
     elif cfg.pretrained:
