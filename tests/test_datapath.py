@@ -234,6 +234,24 @@ def test_normalize_table_is_bit_identical_to_the_formula():
     np.testing.assert_array_equal(table.numpy(), reference_float_path(batch.numpy()))
 
 
+def test_model_input_reuses_its_memory_only_once_nothing_refers_to_it():
+    """The float buffer is recycled (fresh pages cost more than normalizing), but a result that is still
+    held, even only through a view or a numpy array, is never overwritten."""
+    first = torch.randint(0, 256, (2, 4, 8, 8, 3), dtype=torch.uint8).permute(0, 1, 4, 2, 3)
+    second = torch.randint(0, 256, (2, 4, 8, 8, 3), dtype=torch.uint8).permute(0, 1, 4, 2, 3)
+    expected = T.normalize(first.contiguous())  # another layout: the formula, in memory of its own
+    for keep in (lambda t: t, lambda t: t[:, 1:], lambda t: t.numpy()):
+        result = T.normalize(first)
+        held, address = keep(result), result.data_ptr()
+        del result
+        other = T.normalize(second)
+        assert other.data_ptr() != address
+        np.testing.assert_array_equal(np.asarray(held), np.asarray(keep(expected)))
+        del held, other
+    address = T.normalize(first).data_ptr()  # dropped at once
+    assert T.normalize(second).data_ptr() == address
+
+
 def test_normalize_is_the_same_for_every_memory_layout():
     hwc = torch.randint(0, 256, (2, 5, 16, 24, 3), dtype=torch.uint8)
     loader_layout = hwc.permute(0, 1, 4, 2, 3)  # what to_tensor + collate produce: [H, W, C] in memory

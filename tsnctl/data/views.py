@@ -82,7 +82,7 @@ class FrameViews:
         stop = self._stop(stop)
         n, t = self.frames.shape[:2]
         c = self.shape[-1]
-        out = torch.empty((n, stop - start, c, c, 3), dtype=torch.float32)
+        out = T.float_buffer((n, stop - start, c, c, 3))
         frames, slots = self.frames.numpy(), out.numpy()
         mirrored = np.empty((c, c, 3), np.uint8)
         for i, groups in enumerate(self.groups):
