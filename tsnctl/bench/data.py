@@ -225,6 +225,7 @@ def _batch_costs(clips: torch.Tensor | FrameViews, repeats: int = 3) -> tuple[fl
     cpu = torch.device("cpu")
     times = []
     for fn in (lambda: model_input(clips, cpu), lambda: torch.stack(float_clips)):
+        fn()  # the steady state of a loop over batches: model input recycles its float buffer
         started = time.process_time()
         for _ in range(repeats):
             fn()
