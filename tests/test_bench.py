@@ -50,6 +50,20 @@ def test_bench_data_on_the_config_lists(tmp_path):
     assert all(c["loader_ms"] > 0 and c["baseline_ms"] > 0 and c["speedup"] > 0 for c in cases)
 
 
+def test_bench_data_on_generated_mixed_frame_sizes_reports_the_loader_overhead(tmp_path):
+    out = tmp_path / "bench.json"
+    args = ["-o", "data.short_side=64", "-o", "data.crop_size=56", "-o", "test.num_seg=3", "-o", "test.batch_size=3"]
+    result = run("bench", "data", *args, "--formats", "frames", "--modes", "train,test", "--frame-sizes",
+                 "96x64,64x112,80x70", "--min-time", "0.05", "--no-baseline", "--json", out)
+    assert "overhead" in result.output
+    bench = json.loads(out.read_text())
+    assert "96x64,64x112,80x70" in bench["source"]
+    for case in bench["cases"]:
+        stages = sum(case["stages_ms"][k] for k in ("read", "decode", "transform"))
+        assert case["overhead_ms"] == pytest.approx(case["loader_ms"] - stages)
+        assert stages > 0 and case["baseline_ms"] is None
+
+
 def test_bench_model_runs_each_variant(tmp_path):
     out = tmp_path / "model.json"
     run("bench", "model", "-o", "model.backbone=resnet18", "-o", "data.short_side=32", "-o", "data.crop_size=32",
@@ -106,5 +120,5 @@ def test_bench_extract_against_ffmpeg(tmp_path, monkeypatch):
 
 def test_bench_data_refuses_a_malformed_frame_size():
     result = CliRunner().invoke(app, ["bench", "data", "--frame-size", "1280by720"])
-    assert result.exit_code == 2 and "--frame-size '1280by720': expected WIDTHxHEIGHT" in result.output
+    assert result.exit_code == 2 and "--frame-sizes '1280by720': expected WIDTHxHEIGHT" in result.output
     assert "Traceback" not in result.output

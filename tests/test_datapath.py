@@ -9,12 +9,13 @@ from conftest import write_frames
 
 from tsnctl.data import transforms as T
 from tsnctl.data.dataset import ClipDataset, ClipSettings, load_clip
-from tsnctl.data.decode import read_image
+from tsnctl.data.decode import read_frame_folder, read_image
 from tsnctl.data.lists import Sample
 from tsnctl.data.sampling import sample_rng
 from tsnctl.data.views import FrameViews
 from tsnctl.engine.evaluate import chunked_logits
 from tsnctl.engine.loaders import clip_loader, model_input, set_loader_epoch
+from tsnctl.errors import UserError
 from tsnctl.models.tsn import TSN
 
 
@@ -81,15 +82,40 @@ def test_frame_views_cut_any_range_of_views(tmp_path, crop):
             torch.testing.assert_close(chunked_logits(model, clips, cpu, max_views), expected, rtol=1e-5, atol=1e-5)
 
 
-def test_test_clips_of_different_sizes_are_cut_in_the_worker(tmp_path):
-    small = write_frames(tmp_path / "small", 8, height=60, width=80, seed=0)
-    wide = write_frames(tmp_path / "wide", 8, height=60, width=120, seed=1)
-    samples = [Sample("small", small, 0, 8), Sample("wide", wide, 1, 8)]
-    settings = ClipSettings("frames", num_seg=2, short_side=64, crop_size=48, crop="ten")
-    clips, labels, _ = ClipDataset(samples, settings).load_batch([0, 1])
-    assert isinstance(clips, torch.Tensor) and clips.shape == (2, 20, 3, 48, 48)
-    for clip, sample in zip(clips, samples, strict=True):
-        assert torch.equal(clip, load_clip(sample, settings, np.random.default_rng(0)))
+@pytest.mark.parametrize("crop", ["ten", "three"])
+def test_batches_of_mixed_size_clips_equal_each_clip_alone(tmp_path, crop):
+    """Clips of different frame sizes (landscape, portrait, one already at the short side, one unreadable)
+    travel as frames in one batch: their views and model input are those of each clip on its own."""
+    sizes = [(60, 80), (100, 64), (64, 120), (75, 90)]  # (height, width)
+    samples = [Sample(f"c{i}", write_frames(tmp_path / f"c{i}", 8, height=h, width=w, seed=i), i, 8)
+               for i, (h, w) in enumerate(sizes)]
+    samples.insert(2, Sample("gone", tmp_path / "gone", 9, 8))
+    settings = ClipSettings("frames", num_seg=3, short_side=64, crop_size=48, crop=crop)
+    for shared in (False, True):
+        clips, labels, bad = ClipDataset(samples, settings).load_batch(list(range(5)), shared=shared)
+        assert isinstance(clips, FrameViews) and clips.shape == (4, settings.views, 3, 48, 48)
+        assert labels.tolist() == [0, 1, 2, 3] and [b.name for b in bad] == ["gone"]
+        alone = torch.stack([load_clip(s, settings, np.random.default_rng(0)) for s in samples if s.name != "gone"])
+        assert torch.equal(clips.views(), alone)
+        assert torch.equal(clips.views(5, 17), alone[:, 5:17])
+        expected = T.normalize(alone.contiguous())  # the formula, not the table
+        assert torch.equal(model_input(clips, torch.device("cpu")), expected)
+        assert torch.equal(clips.normalized(5, 17), expected[:, 5:17])
+
+
+def test_frames_are_decoded_into_one_clip_array_and_must_share_a_size(tmp_path):
+    folder = write_frames(tmp_path / "clip", 6, height=60, width=80, seed=0)
+    singles = [read_image(folder / f"img_{i + 1:05d}.jpg") for i in (4, 1, 4, 0)]
+    assert np.array_equal(read_frame_folder(folder, [4, 1, 4, 0]), np.stack(singles))
+    cv2.imwrite(str(folder / "img_00003.jpg"), np.zeros((60, 81, 3), np.uint8))
+    with pytest.raises(UserError, match=r"clip: frames differ in size \(\(60, 80, 3\), \(60, 81, 3\)\)"):
+        read_frame_folder(folder, [0, 2])
+
+
+def test_a_test_batch_of_only_unreadable_clips_is_empty(tmp_path):
+    settings = ClipSettings("frames", num_seg=3, short_side=64, crop_size=48, crop="ten")
+    clips, labels, bad = ClipDataset([Sample("gone", tmp_path / "gone", 0, 8)], settings).load_batch([0])
+    assert clips.shape == (0, 30, 3, 48, 48) and len(labels) == 0 and len(bad) == 1
 
 
 def test_chunked_views_give_the_same_scores():
@@ -190,6 +216,40 @@ def test_video_path_matches_the_extracted_frames(tmp_path):
                 if 0 <= j < 60:
                     other = read_frame_folder(folder, [j])[0].astype(int)
                     assert np.abs(from_video[k].astype(int) - other).mean() > diff[k].mean() + 1
+
+
+def test_normalize_table_is_bit_identical_to_the_formula():
+    """The CPU lookup table gives exactly the bits of the reference's float32 formula ((x/255 - mean)/std,
+    each step rounded to float32): every value of every channel, in the loader's layout."""
+    values = torch.arange(256, dtype=torch.uint8)
+    pixels = torch.stack([values.roll(k) for k in range(3)], -1).view(1, 16, 16, 3)  # every value per channel
+    batch = torch.cat([pixels, torch.randint(0, 256, (5, 16, 16, 3), dtype=torch.uint8)])
+    clips = batch.permute(0, 3, 1, 2)  # [N, 3, H, W], each image [H, W, 3] in memory
+    mean = torch.tensor(T.MEAN).view(3, 1, 1)
+    std = torch.tensor(T.STD).view(3, 1, 1)
+    formula = (clips.float() / 255.0 - mean) / std
+    table = T.normalize(clips)
+    assert table.stride() == clips.stride() and table.dtype == torch.float32
+    assert torch.equal(table, formula)
+    np.testing.assert_array_equal(table.numpy(), reference_float_path(batch.numpy()))
+
+
+def test_model_input_reuses_its_memory_only_once_nothing_refers_to_it():
+    """The float buffer is recycled (fresh pages cost more than normalizing), but a result that is still
+    held, even only through a view or a numpy array, is never overwritten."""
+    first = torch.randint(0, 256, (2, 4, 8, 8, 3), dtype=torch.uint8).permute(0, 1, 4, 2, 3)
+    second = torch.randint(0, 256, (2, 4, 8, 8, 3), dtype=torch.uint8).permute(0, 1, 4, 2, 3)
+    expected = T.normalize(first.contiguous())  # another layout: the formula, in memory of its own
+    for keep in (lambda t: t, lambda t: t[:, 1:], lambda t: t.numpy()):
+        result = T.normalize(first)
+        held, address = keep(result), result.data_ptr()
+        del result
+        other = T.normalize(second)
+        assert other.data_ptr() != address
+        np.testing.assert_array_equal(np.asarray(held), np.asarray(keep(expected)))
+        del held, other
+    address = T.normalize(first).data_ptr()  # dropped at once
+    assert T.normalize(second).data_ptr() == address
 
 
 def test_normalize_is_the_same_for_every_memory_layout():

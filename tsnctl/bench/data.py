@@ -50,6 +50,7 @@ class DataCase:
     views: str  # e.g. "25 x 10 = 250"
     stages_ms: dict[str, float]  # read, decode, transform, normalize: ms per sample
     loader_ms: float  # ms per sample in a loader worker: its share of building a whole batch
+    overhead_ms: float  # loader_ms minus read + decode + transform: what building the batch adds
     normalize_ms: float  # its share of the batch normalization on the bench's device (CPU: CPU time;
     # CUDA: wall time of the pinned host-to-device copy and normalization, synchronized)
     baseline_ms: float | None  # the reference's per-image path (normalization included) on the same clips
@@ -67,13 +68,14 @@ class DataBench:
 
 def bench_data(cfg: Config, formats: tuple[str, ...] = FORMATS, modes: tuple[str, ...] = MODES,
                min_time: float = 2.0, baseline: bool = True, device: str = "cpu",
-               progress: ProgressFn = no_progress, frame_size: tuple[int, int] = (340, 256)) -> DataBench:
-    """Measure each (format, mode) on the config's lists, or on generated clips of ``frame_size`` (width,
-    height) when it has none.
+               progress: ProgressFn = no_progress, frame_sizes: tuple[tuple[int, int], ...] = ((340, 256),)
+               ) -> DataBench:
+    """Measure each (format, mode) on the config's lists, or on generated clips of ``frame_sizes`` (width,
+    height; one clip per size, or two of one size) when it has none.
 
     ``device`` is where the batch normalization runs (``cuda``: as in GPU training and testing)."""
     dev = resolve_device(device)
-    with bench_clips(cfg, formats, modes, frame_size) as (source, todo, lists):
+    with bench_clips(cfg, formats, modes, frame_sizes) as (source, todo, lists):
         result = DataBench(source, str(dev))
         for done, (fmt, mode) in enumerate(todo, start=1):
             progress("bench data", done - 1, len(todo), f"{fmt} {mode}")
@@ -85,7 +87,7 @@ def bench_data(cfg: Config, formats: tuple[str, ...] = FORMATS, modes: tuple[str
 
 @contextlib.contextmanager
 def bench_clips(cfg: Config, formats: tuple[str, ...], modes: tuple[str, ...],
-                frame_size: tuple[int, int] = (340, 256)
+                frame_sizes: tuple[tuple[int, int], ...] = ((340, 256),)
                 ) -> Iterator[tuple[str, list[tuple[str, str]], dict[tuple[str, str], list[Sample]]]]:
     """The clips to measure: where they come from, the (format, mode) cases to run, and each case's samples:
     the config's lists, or clips generated in a temporary folder for the duration. Meanwhile OpenCV and torch
@@ -102,9 +104,9 @@ def bench_clips(cfg: Config, formats: tuple[str, ...], modes: tuple[str, ...],
             lists = _config_lists(cfg)
             source = f"lists of {cfg.data.format} from the config"
             if lists is None:
-                lists = _synthetic_lists(Path(tmp), formats, frame_size=frame_size)
-                source = (f"generated {frame_size[0]}x{frame_size[1]} clips, 250 frames (10 s at 25 fps): JPEG q95 "
-                          "folders and x264 mp4s")
+                lists = _synthetic_lists(Path(tmp), formats, frame_sizes)
+                sizes = ",".join(f"{w}x{h}" for w, h in frame_sizes)
+                source = f"generated {sizes} clips, 250 frames (10 s at 25 fps): JPEG q95 folders and x264 mp4s"
             todo = [(fmt, mode) for fmt in formats for mode in modes if (fmt, mode) in lists]
             if not todo:
                 raise UserError(f"nothing to measure: the config's lists hold {cfg.data.format} clips for "
@@ -123,11 +125,12 @@ def _config_lists(cfg: Config) -> dict[tuple[str, str], list[Sample]] | None:
             for mode, path in files.items() if path}
 
 
-def _synthetic_lists(root: Path, formats: tuple[str, ...], clips: int = 2, frame_size: tuple[int, int] = (340, 256)
+def _synthetic_lists(root: Path, formats: tuple[str, ...], frame_sizes: tuple[tuple[int, int], ...] = ((340, 256),)
                      ) -> dict[tuple[str, str], list[Sample]]:
     samples: dict[str, list[Sample]] = {"frames": [], "video": []}
-    for i in range(clips):
-        frames = synthetic.render_frames(250, height=frame_size[1], width=frame_size[0], seed=i)
+    for i in range(max(2, len(frame_sizes))):
+        width, height = frame_sizes[i % len(frame_sizes)]
+        frames = synthetic.render_frames(250, height=height, width=width, seed=i)
         if "frames" in formats:
             folder = synthetic.write_frame_folder(root / f"clip{i}", frames)
             samples["frames"].append(Sample(folder.name, folder, 0, len(frames)))
@@ -191,8 +194,9 @@ def _bench_case(samples: list[Sample], s: ClipSettings, mode: str, cfg: Config, 
             theirs += time.process_time() - started
         count += batch_size
     loader_ms = 1000 * ours / count
-    stages = {**_stages(samples[0], s), "normalize": normalize_ms}
-    case = DataCase(s.fmt, mode, views, stages, loader_ms, normalize_ms, None, note)
+    stages = {**_stages(samples, s), "normalize": normalize_ms}
+    overhead_ms = loader_ms - sum(stages[k] for k in ("read", "decode", "transform"))
+    case = DataCase(s.fmt, mode, views, stages, loader_ms, overhead_ms, normalize_ms, None, note)
     if run_baseline:
         case.baseline_ms = 1000 * theirs / count + float_collate_ms
         case.speedup = case.baseline_ms / (loader_ms + normalize_ms)
@@ -221,6 +225,7 @@ def _batch_costs(clips: torch.Tensor | FrameViews, repeats: int = 3) -> tuple[fl
     cpu = torch.device("cpu")
     times = []
     for fn in (lambda: model_input(clips, cpu), lambda: torch.stack(float_clips)):
+        fn()  # the steady state of a loop over batches: model input recycles its float buffer
         started = time.process_time()
         for _ in range(repeats):
             fn()
@@ -240,22 +245,23 @@ def _cuda_normalize_ms(clips: torch.Tensor | FrameViews, dev: torch.device, repe
     return 1000 * (time.perf_counter() - started) / (repeats * len(clips))
 
 
-def _stages(sample: Sample, s: ClipSettings, repeats: int = 5) -> dict[str, float]:
-    """ms per sample of reading, decoding and transforming one clip, each stage timed on its own."""
+def _stages(samples: list[Sample], s: ClipSettings, repeats: int = 3) -> dict[str, float]:
+    """ms per sample of reading, decoding and transforming the clips, each stage timed on its own and
+    averaged over the same clips as the loader (their frame sizes set the cost of every stage)."""
     rng = np.random.default_rng(0)
 
     def index_fn(n: int) -> list[int]:
         return train_indices(n, s.num_seg, rng) if s.mode == "train" else eval_indices(n, s.num_seg)
 
     times = {"read": 0.0, "decode": 0.0, "transform": 0.0}
-    for _ in range(repeats):
+    for sample in [sample for _ in range(repeats) for sample in samples]:
         if s.fmt == "frames":
             indices = index_fn(sample.num_frames)
             started = time.process_time()
             data = [(sample.path / s.image_template.format(i + 1)).read_bytes() for i in indices]
             times["read"] += time.process_time() - started
             started = time.process_time()
-            frames = np.stack([decode_jpeg(d, s.dct_short_side) for d in data])
+            frames = _decode_clip(data, s.dct_short_side)
         else:
             started = time.process_time()
             frames = video.read_video(sample.path, index_fn)  # demuxing (reading) included
@@ -268,7 +274,17 @@ def _stages(sample: Sample, s: ClipSettings, repeats: int = 5) -> dict[str, floa
         else:  # ThreeCrop/TenCrop views are cut at the model (``views.FrameViews``): workers only scale
             scale(frames, s.short_side).copy()
         times["transform"] += time.process_time() - started
-    return {k: 1000 * v / repeats for k, v in times.items()}
+    return {k: 1000 * v / (repeats * len(samples)) for k, v in times.items()}
+
+
+def _decode_clip(blobs: list[bytes], dct_short_side: int) -> np.ndarray:
+    """What ``decode.read_frame_folder`` does after reading: the frames decoded into one clip array."""
+    first = decode_jpeg(blobs[0], dct_short_side)
+    clip = np.empty((len(blobs), *first.shape), np.uint8)
+    clip[0] = first
+    for data, slot in zip(blobs[1:], clip[1:], strict=True):
+        decode_jpeg(data, dct_short_side, slot)
+    return clip
 
 
 def _has_decord() -> bool:

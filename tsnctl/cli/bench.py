@@ -50,33 +50,42 @@ def bench_data(
     decode_device: Annotated[str | None, typer.Option(
         "--decode-device", help="Instead: the device data path (data.decode_device) decoding and cropping on this "
                                 "device (cuda; cpu runs it here), against the CPU worker path.")] = None,
-    frame_size: Annotated[str, typer.Option(help="WIDTHxHEIGHT of the generated clips (e.g. 1280x720 to try "
-                                                 "-o data.jpeg_dct_scale=true).")] = "340x256",
+    frame_sizes: Annotated[str, typer.Option(
+        "--frame-sizes", "--frame-size",
+        help="WIDTHxHEIGHT of the generated clips, or a comma-separated mix, one clip per size (e.g. Kinetics' "
+             "340x256,256x455,480x360,320x240,257x301,640x360; or 1280x720 to try -o data.jpeg_dct_scale=true)."
+    )] = "340x256",
     json_file: JsonOpt = None,
 ) -> None:
     """Data path ms per sample by stage, on one core, against the reference's per-image path.
 
-    Uses the config's lists when it names any, else generated 340x256 JPEG folders and H.264 clips."""
+    Uses the config's lists when it names any, else generated JPEG folders and H.264 clips (--frame-sizes).
+    The loader's overhead is its time beyond the sum of the stages: what building the batch adds."""
     from tsnctl.bench.data import bench_data as run
 
     cfg = build_config(config, override)
-    size = _frame_size(frame_size)
+    sizes = tuple(_frame_size(text) for text in _csv(frame_sizes))
+    if not sizes:
+        raise UserError("--frame-sizes: expected WIDTHxHEIGHT, or several separated by commas")
     if decode_device:
         _bench_device_data(cfg, formats, modes, decode_device, min_time, json_file)
         return
     with rich_progress() as progress:
-        result = run(cfg, _csv(formats), _csv(modes), min_time, baseline, device, progress, size)
+        result = run(cfg, _csv(formats), _csv(modes), min_time, baseline, device, progress, sizes)
     out_console.print(f"bench data on {result.source}; one core, ms per sample; batches normalized on "
                       f"{result.device}", highlight=False)
-    stages = Table(title="stages (each timed alone)", title_justify="left")
-    for column in ("format", "mode", "views", "read", "decode", "transform", "model input"):
+    stages = Table(title="stages (each timed alone), and the loader's overhead: loader - (read + decode + transform)",
+                   title_justify="left")
+    for column in ("format", "mode", "views", "read", "decode", "transform", "loader", "overhead", "model input"):
         stages.add_column(column, justify="left" if column in ("format", "mode") else "right")
     speed = Table(title="against the reference's per-image path, side by side", title_justify="left")
     for column in ("format", "mode", "loader", "+model input", "samples/s", "reference", "speed-up", "loader only"):
         speed.add_column(column, justify="left" if column in ("format", "mode") else "right")
     for case in result.cases:
-        stages.add_row(case.fmt, case.mode, case.views, *(_ms(case.stages_ms[k]) for k in
-                       ("read", "decode", "transform", "normalize")))
+        share = 100 * case.overhead_ms / (case.loader_ms - case.overhead_ms)
+        stages.add_row(case.fmt, case.mode, case.views,
+                       *(_ms(case.stages_ms[k]) for k in ("read", "decode", "transform")), _ms(case.loader_ms),
+                       f"{case.overhead_ms:.2f} ({share:.0f}%)", _ms(case.stages_ms["normalize"]))
         total = case.loader_ms + case.normalize_ms
         speed.add_row(case.fmt, case.mode, _ms(case.loader_ms), _ms(total), f"{1000 / total:.1f}",
                       _ms(case.baseline_ms), f"{case.speedup:.2f}x" if case.speedup else case.note or "-",
@@ -108,7 +117,7 @@ def _bench_device_data(cfg, formats: str, modes: str, device: str, min_time: flo
 def _frame_size(text: str) -> tuple[int, int]:
     width, _, height = text.lower().partition("x")
     if not (width.isdigit() and height.isdigit() and int(width) >= 64 and int(height) >= 64):
-        raise UserError(f"--frame-size {text!r}: expected WIDTHxHEIGHT of at least 64x64, e.g. 1280x720")
+        raise UserError(f"--frame-sizes {text!r}: expected WIDTHxHEIGHT of at least 64x64, e.g. 1280x720")
     return int(width), int(height)
 
 

@@ -28,9 +28,9 @@ from torch.utils.data import Dataset, get_worker_info
 
 from tsnctl.data.decode import read_frame_folder, read_video
 from tsnctl.data.lists import Sample
-from tsnctl.data.presets import VIEWS_PER_FRAME, crop_views, eval_preset, train_preset
+from tsnctl.data.presets import VIEWS_PER_FRAME, eval_preset, train_preset
 from tsnctl.data.sampling import eval_indices, sample_rng, train_indices
-from tsnctl.data.transforms import scale
+from tsnctl.data.transforms import scale_into, scaled_size
 from tsnctl.data.views import FrameViews, view_groups
 from tsnctl.errors import UserError
 
@@ -134,33 +134,31 @@ class ClipDataset(SampleDataset):
         return clips, torch.tensor(labels, dtype=torch.long), bad
 
     def _load_frame_batch(self, keys: list, shared: bool) -> ClipBatch:
-        """Test clips as their scaled frames and view groups (``FrameViews``); a batch of clips whose
-        frames differ in size is cut into views here instead."""
+        """Test clips as their scaled frames and view groups (``FrameViews``). Clips of different frame
+        sizes share the buffer, each in the corner of a slot the size of the largest; each is scaled
+        straight into its slot."""
         s = self.settings
-        frames, labels, bad = [], [], []
+        decoded, labels, bad = [], [], []
         for key in keys:
             index = self._key(key)[1]
             sample = self.samples[index]
             try:
-                read = read_clip_frames(sample, s.fmt, lambda n: eval_indices(n, s.num_seg), s.image_template,
-                                        s.dct_short_side)
+                decoded.append(read_clip_frames(sample, s.fmt, lambda n: eval_indices(n, s.num_seg),
+                                                s.image_template, s.dct_short_side))
             except UserError as exc:
                 bad.append(BadClip(index, sample.name, str(exc)))
                 continue
-            frames.append(scale(read, s.short_side))
             labels.append(sample.label)
         labels = torch.tensor(labels, dtype=torch.long)
-        shapes = {f.shape for f in frames}
-        if len(shapes) == 1:
-            (shape,) = shapes
-            buffer = _uint8_buffer((len(frames), *shape), shared)
-            for clip, slot in zip(frames, buffer.numpy(), strict=True):
-                slot[...] = clip
-            return FrameViews(buffer, tuple(view_groups(shape[1], shape[2], s.crop_size, s.crop))), labels, bad
-        buffer = _uint8_buffer((len(frames), s.views, s.crop_size, s.crop_size, 3), shared)
-        for clip, slot in zip(frames, buffer.numpy(), strict=True):
-            crop_views(clip, s.crop_size, s.crop, slot)
-        return buffer.permute(0, 1, 4, 2, 3), labels, bad
+        if not decoded:
+            return _uint8_buffer((0, s.views, s.crop_size, s.crop_size, 3), False).permute(0, 1, 4, 2, 3), labels, bad
+        sizes = [scaled_size(*clip.shape[1:3], s.short_side) for clip in decoded]
+        height, width = max(h for h, _ in sizes), max(w for _, w in sizes)
+        buffer = _uint8_buffer((len(decoded), s.num_seg, height, width, 3), shared)
+        for clip, (h, w), slot in zip(decoded, sizes, buffer.numpy(), strict=True):
+            scale_into(clip, slot[:, :h, :w])
+        groups = tuple(tuple(view_groups(h, w, s.crop_size, s.crop)) for h, w in sizes)
+        return FrameViews(buffer, groups), labels, bad
 
 
 def keep_batch(batch: ClipBatch) -> ClipBatch:

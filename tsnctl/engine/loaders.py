@@ -162,7 +162,7 @@ def model_input(clips: torch.Tensor | FrameViews, device: torch.device) -> torch
 
     The one float conversion of the data path, per batch and on the GPU when there is one: moving uint8
     is 4x less traffic than float32. A TenCrop/ThreeCrop batch moves as frames and its views are cut on
-    ``device``.
+    ``device`` (on a CPU, cut and normalized in one pass: ``FrameViews.normalized``).
     """
     clips = clips.to(device, non_blocking=True)
-    return normalize(clips.views() if isinstance(clips, FrameViews) else clips)
+    return clips.normalized() if isinstance(clips, FrameViews) else normalize(clips)
