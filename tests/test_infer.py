@@ -127,3 +127,24 @@ def test_onnx_views_in_chunks_match_one_run(checkpoint):
     eager = predicted([str(checkpoint / "clip"), "-w", str(checkpoint / "model.pt"), "--backend", "eager"])
     onnx = predicted([str(checkpoint / "clip"), "-m", str(checkpoint / "m.onnx")])
     np.testing.assert_allclose([e["prob"] for e in onnx], [e["prob"] for e in eager], rtol=1e-4, atol=1e-6)
+
+
+def test_bench_predict_times_each_backend_in_a_cold_process(checkpoint, tmp_path):
+    out = tmp_path / "bench.json"
+    result = runner.invoke(app, ["bench", "predict", str(checkpoint / "clip"), "-w", str(checkpoint / "model.pt"),
+                                 "--num-seg", "2", "--repeats", "1", "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    bench = json.loads(out.read_text())
+    assert [v["name"] for v in bench["variants"]] == ["eager", "fast"]
+    assert [r["variant"] for r in bench["runs"]] == ["eager", "fast"]
+    for run in bench["runs"]:
+        assert run["stages_s"]["model"] > 0 and run["stages_s"]["clip"] > 0 and run["stages_s"]["start-up"] > 0
+        assert 50 < run["max_rss_mb"] < 100_000
+    assert bench["variants"][0]["ratio_to_eager"] == 1.0
+
+
+def test_bench_predict_reports_a_failing_child_in_one_line(checkpoint):
+    result = runner.invoke(app, ["bench", "predict", str(checkpoint / "clip"), "-w", str(checkpoint / "nope.pt"),
+                                 "--repeats", "1"])
+    assert result.exit_code == 1
+    assert "predict (eager) failed" in result.output and "Traceback" not in result.output
