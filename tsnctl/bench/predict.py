@@ -55,8 +55,7 @@ class PredictBench:
 
 def child(result_file: str, args: list[str]) -> None:
     """Run ``tsnctl predict ARGS`` in this process and write its stage times to ``result_file``."""
-    from tsnctl.cli import main
-    from tsnctl.predict import STAGE_SECONDS
+    from tsnctl.cli import main  # imports no torch: predict may still set OpenMP's settings
 
     sys.argv = ["tsnctl", "predict", *args]
     try:
@@ -64,6 +63,8 @@ def child(result_file: str, args: list[str]) -> None:
     except SystemExit as exc:
         if exc.code:
             raise
+    from tsnctl.predict import STAGE_SECONDS
+
     Path(result_file).write_text(json.dumps(STAGE_SECONDS))
 
 
