@@ -8,7 +8,9 @@ the reference's own predict tool (see ``paddlevideo_views``).
 from __future__ import annotations
 
 import csv
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,6 +30,17 @@ from tsnctl.progress import ProgressFn, no_progress
 Runner = Callable[[torch.Tensor], np.ndarray]  # uint8 clips [1, V, 3, H, W] -> logits [1, C]
 PRESETS = ("test", "paddlevideo")
 PADDLEVIDEO_NUM_SEG = 25  # the reference predict tool's default
+STAGE_SECONDS: dict[str, float] = {}  # wall time per stage of this process: "load", "clip", "model" (bench)
+
+
+@contextmanager
+def timed(stage: str) -> Iterator[None]:
+    """Add the wall time of the block to ``STAGE_SECONDS[stage]`` (read by ``tsnctl bench predict``)."""
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        STAGE_SECONDS[stage] = STAGE_SECONDS.get(stage, 0.0) + time.perf_counter() - start
 
 
 @dataclass
@@ -38,15 +51,27 @@ class Predictor:
 
 
 def torch_predictor(model: torch.nn.Module, settings: ClipSettings, class_names: list[str],
-                    device: torch.device) -> Predictor:
+                    device: torch.device, backend: str = "fast") -> Predictor:
+    """On a CPU, ``backend`` (``tsnctl.infer``): ``fast`` (default, exact) or ``eager``; other devices run eager."""
     model = model.eval().to(device)
     set_num_segments(model, settings.num_seg)  # the clip length of a temporal shift
+    if device.type == "cpu":
+        from tsnctl.infer import inference_model
+
+        classifier = inference_model(model, backend)
+
+        def run(clips: torch.Tensor) -> np.ndarray:
+            with timed("model"):
+                return classifier(clips).numpy()
+
+        return Predictor(run, settings, class_names)
 
     @torch.no_grad()
-    def run(clips: torch.Tensor) -> np.ndarray:
-        return model(normalize(clips.to(device))).float().cpu().numpy()
+    def run_on_device(clips: torch.Tensor) -> np.ndarray:
+        with timed("model"):
+            return model(normalize(clips.to(device))).float().cpu().numpy()
 
-    return Predictor(run, settings, class_names)
+    return Predictor(run_on_device, settings, class_names)
 
 
 def onnx_predictor(path: str | Path, provider: str = "cpu") -> Predictor:
@@ -58,10 +83,11 @@ def onnx_predictor(path: str | Path, provider: str = "cpu") -> Predictor:
     settings = ClipSettings("video", int(meta["tsnctl.num_seg"]), int(meta["tsnctl.short_side"]),
                             int(meta["tsnctl.crop_size"]), crop=meta["tsnctl.crop"],
                             image_template=meta["tsnctl.image_template"])
-    model = OnnxClassifier(session)
+    model = OnnxClassifier(session, chunked=meta.get("tsnctl.temporal_shift", "none") == "none")
 
     def run(clips: torch.Tensor) -> np.ndarray:
-        return model(normalize(clips)).numpy()
+        with timed("model"):
+            return model(clips, normalize).numpy()
 
     return Predictor(run, settings, class_names(meta))
 
@@ -123,7 +149,8 @@ def predict(predictor: Predictor, clips: list[str], topk: int = 5, labels: list[
     results = []
     for done, clip in enumerate(clips, start=1):
         try:
-            views = clip_views(predictor, clip, preset, num_seg)
+            with timed("clip"):
+                views = clip_views(predictor, clip, preset, num_seg)
         except UserError as exc:
             results.append({"clip": str(clip), "error": str(exc), "topk": []})
             progress("predict", done, len(clips), "")

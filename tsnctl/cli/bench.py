@@ -12,7 +12,7 @@ from rich.table import Table
 from tsnctl.cli.common import ConfigOpt, DeviceOpt, OverrideOpt, build_config, cli_errors, out_console, rich_progress
 from tsnctl.errors import UserError
 
-bench_app = typer.Typer(help="Measure the data path, the model and frame extraction (tables, optional JSON).",
+bench_app = typer.Typer(help="Measure the data path, the model, predict and frame extraction (tables, optional JSON).",
                         no_args_is_help=True)
 
 
@@ -175,4 +175,35 @@ def bench_extract(
     out_console.print(f"ffmpeg: {result.ffmpeg}")
     if result.ratio_to_ffmpeg:
         out_console.print(f"extract-frames / ffmpeg, frames per CPU-second: {result.ratio_to_ffmpeg:.2f}x")
+    _write_json(json_file, result)
+
+
+@bench_app.command("predict")
+@cli_errors
+def bench_predict(
+    clip: Annotated[Path, typer.Argument(help="The video file or frame folder to classify.")],
+    weights: Annotated[Path, typer.Option("--weights", "-w", help="A checkpoint (random weights time the same).")],
+    config: ConfigOpt = None,
+    model: Annotated[Path | None, typer.Option("--model", "-m", help="Also time this ONNX model (export of -w).")
+                     ] = None,
+    num_seg: Annotated[int | None, typer.Option(help="Segments per clip (default: the model's test.num_seg).")
+                       ] = None,
+    repeats: Annotated[int, typer.Option(help="Runs of each variant, alternating (the median counts).")] = 3,
+    json_file: JsonOpt = None,
+) -> None:
+    """Seconds and peak memory of 'tsnctl predict' on one clip, a cold process per run: --backend eager (the
+    model as trained) against the default fast backend (and -m), alternately; start-up, load, clip, model."""
+    from tsnctl.bench.predict import STAGES
+    from tsnctl.bench.predict import bench_predict as run
+
+    with rich_progress() as progress:
+        result = run(clip, weights, config, model, num_seg, repeats, progress)
+    table = Table(title=f"bench predict: {result.clip}, median of {result.repeats} cold runs each, alternating "
+                        "(clip: decode + transforms)", title_justify="left")
+    for column in ("variant", "wall s", *(f"{s} s" for s in STAGES), "peak RSS MB", "/ eager"):
+        table.add_column(column, justify="left" if column == "variant" else "right")
+    for v in result.variants:
+        table.add_row(v.name, *(f"{v.median_s[k]:.2f}" for k in ("wall", *STAGES)), f"{v.max_rss_mb:.0f}",
+                      f"{v.ratio_to_eager:.2f}x")
+    out_console.print(table)
     _write_json(json_file, result)
