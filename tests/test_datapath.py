@@ -252,6 +252,17 @@ def test_model_input_reuses_its_memory_only_once_nothing_refers_to_it():
     assert T.normalize(second).data_ptr() == address
 
 
+def test_model_input_made_under_inference_mode_can_still_feed_training():
+    """predict runs under inference mode; the recycled buffer must not turn later training input into an
+    inference tensor (autograd refuses to save those)."""
+    clips = torch.randint(0, 256, (1, 2, 3, 8, 8), dtype=torch.uint8)
+    with torch.inference_mode():
+        T.normalize(clips)  # allocates the spare buffer; dropped at once
+    conv = torch.nn.Conv2d(3, 2, 3)
+    conv(T.normalize(clips).flatten(0, 1)).sum().backward()
+    assert conv.weight.grad is not None
+
+
 def test_normalize_is_the_same_for_every_memory_layout():
     hwc = torch.randint(0, 256, (2, 5, 16, 24, 3), dtype=torch.uint8)
     loader_layout = hwc.permute(0, 1, 4, 2, 3)  # what to_tensor + collate produce: [H, W, C] in memory

@@ -225,7 +225,8 @@ def float_buffer(shape: tuple[int, ...]) -> torch.Tensor:
     with _SPARE_LOCK:
         if _SPARE and _SPARE[0][0].numel() >= size and _uses(_SPARE[0][0]) == _SPARE[0][1]:
             return _SPARE[0][0][:size].view(shape)
-        buffer = torch.empty(size, dtype=torch.float32)
+        with torch.inference_mode(False):  # a buffer made under inference mode could not feed training later
+            buffer = torch.empty(size, dtype=torch.float32)
         _SPARE[:] = [(buffer, _uses(buffer))] if _uses(buffer) else []
         return buffer.view(shape)
 
