@@ -255,7 +255,7 @@ def test_model_input_reuses_its_memory_only_once_nothing_refers_to_it():
 def test_model_input_made_under_inference_mode_can_still_feed_training():
     """predict runs under inference mode; the recycled buffer must not turn later training input into an
     inference tensor (autograd refuses to save those)."""
-    clips = torch.randint(0, 256, (1, 2, 3, 8, 8), dtype=torch.uint8)
+    clips = torch.randint(0, 256, (1, 2, 8, 8, 3), dtype=torch.uint8).permute(0, 1, 4, 2, 3)  # loader layout
     with torch.inference_mode():
         T.normalize(clips)  # allocates the spare buffer; dropped at once
     conv = torch.nn.Conv2d(3, 2, 3)
