@@ -18,11 +18,11 @@ import tempfile
 from pathlib import Path
 
 import torch
+from tsnctl.weights.init import build_model
 
 from tsnctl.bench.synthetic import render_frames, write_frame_folder
 from tsnctl.config import load_config
 from tsnctl.engine.evaluate import run_test
-from tsnctl.models.tsn import build_model
 
 
 def one(videos: int, max_views: int) -> float:

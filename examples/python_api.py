@@ -15,15 +15,15 @@ from pathlib import Path
 
 from tsnctl.config import load_config
 from tsnctl.data.dataset import ClipSettings
-from tsnctl.demo_data import make_demo_data
+from tsnctl.demo.data import make_demo_data
+from tsnctl.deploy.predict import predict, torch_predictor
 from tsnctl.engine.evaluate import run_test
 from tsnctl.engine.loaders import resolve_device
+from tsnctl.engine.plots import plot_runs
+from tsnctl.engine.reports import write_report
 from tsnctl.engine.train import train
-from tsnctl.extract import extract_frames
-from tsnctl.plots import plot_runs
-from tsnctl.predict import predict, torch_predictor
-from tsnctl.reports import write_report
-from tsnctl.weights import load_for_inference
+from tsnctl.prepare.extract import extract_frames
+from tsnctl.weights.load import load_for_inference
 
 
 def main(workdir: Path, tiny: bool) -> float:

@@ -1,9 +1,10 @@
 import pytest
 import torch
+from tsnctl.weights.init import build_model
 
 from tsnctl.config import ModelConfig
 from tsnctl.errors import UserError
-from tsnctl.models.tsn import TSN, build_model
+from tsnctl.models.tsn import TSN
 
 
 def test_head_averages_features_over_views_before_the_fc():

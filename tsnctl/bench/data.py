@@ -25,7 +25,7 @@ import cv2
 import numpy as np
 import torch
 
-from tsnctl.bench import reference, synthetic
+from tsnctl.bench import peers, synthetic
 from tsnctl.config import Config
 from tsnctl.data import video
 from tsnctl.data.dataset import ClipDataset, ClipSettings
@@ -173,7 +173,9 @@ def _bench_case(samples: list[Sample], s: ClipSettings, mode: str, cfg: Config, 
     views = views_label(s)
     note = ""
     run_baseline = baseline
-    if baseline and s.fmt == "video" and not _has_decord():
+    if baseline and not peers.available("reference"):
+        note, run_baseline = peers.MISSING, False
+    if run_baseline and s.fmt == "video" and not _has_decord():
         note, run_baseline = "decord not installed (pip install 'tsnctl[bench]'): no baseline", False
     if run_baseline and s.mode == "test" and s.crop == "three":
         note, run_baseline = "the reference has no ThreeCrop: no baseline", False
@@ -201,6 +203,7 @@ def _bench_case(samples: list[Sample], s: ClipSettings, mode: str, cfg: Config, 
 
 
 def _baseline_clip(sample: Sample, s: ClipSettings, count: int) -> np.ndarray:
+    reference = peers.load("reference")
     rng = np.random.default_rng(count)
 
     def index_fn(n: int) -> list[int]:

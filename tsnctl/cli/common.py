@@ -101,7 +101,7 @@ def build_config(config: Path | None, overrides: list[str] | None, device: str |
 def load_weights(weights: Path, config: Path | None, overrides: list[str] | None):
     """A model for test/export/predict: with -c, that config (its model section must fit the weights);
     without, the config stored with the weights; -o overrides apply on top of either."""
-    from tsnctl.weights import load_for_inference
+    from tsnctl.weights.load import load_for_inference
 
     if config is not None:
         return load_for_inference(weights, build_config(config, overrides))
@@ -175,7 +175,8 @@ def set_train_features(cfg: Config, amp: str | None, channels_last: bool | None,
 def run_on_ranks(cfg: Config, layout: tuple, entry: Callable, *args):
     """``entry(cfg_dict, *args)`` here, under an outside torchrun/srun, or in the workers started for
     ``layout`` = (gpus, nproc, nnodes, node_rank, master_addr, master_port, rdzv_endpoint)."""
-    from tsnctl.engine.distributed import is_main, launch, launch_plan, process_group
+    from tsnctl.engine.ranks import is_main, process_group
+    from tsnctl.launch import launch, launch_plan
 
     plan = launch_plan(cfg.train.device, *layout)
     level = log.getEffectiveLevel()

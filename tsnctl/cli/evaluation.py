@@ -74,10 +74,10 @@ def test(
     into --report-dir. Unreadable videos are excluded (never replaced) and listed; then the exit
     code is 1 unless --allow-missing.
     """
-    from tsnctl.engine.distributed import evaluate_entry
+    from tsnctl.deploy.runtime import OnnxClassifier, apply_protocol, class_names, inference_session, model_metadata
     from tsnctl.engine.evaluate import run_test
-    from tsnctl.reports import summary, write_report
-    from tsnctl.runtime import OnnxClassifier, apply_protocol, class_names, inference_session, model_metadata
+    from tsnctl.engine.reports import summary, write_report
+    from tsnctl.launch import evaluate_entry
 
     if (weights is None) == (model is None):
         raise UserError("give exactly one of -w CHECKPOINT or -m MODEL.onnx")
@@ -136,7 +136,7 @@ def test(
 
 def _print_report(report, rows: int = 5) -> None:
     """The weakest classes and the most confused pairs of a test report, as Rich tables."""
-    from tsnctl.reports import class_order
+    from tsnctl.engine.reports import class_order
 
     weakest = Table(title="weakest classes (all: per_class.csv)", title_justify="left")
     for column, justify in (("class", "left"), ("videos", "right"), ("top-1", "right"), ("top-5", "right"),
@@ -170,7 +170,7 @@ def export(
                                                       "same top-1).")] = False,
 ) -> None:
     """Export a checkpoint to ONNX (input [N, views, 3, H, W]) and verify it with onnxruntime."""
-    from tsnctl.export import to_onnx
+    from tsnctl.deploy.export import to_onnx
 
     report = to_onnx(load_weights(weights, config, override), output, fp16=fp16)
     out_console.print(f"exported {report.path} ({'fp16' if fp16 else 'fp32'}, input clips {report.input_shape}); "
@@ -190,7 +190,7 @@ def convert_weights(
                            "output file here).")] = None,
 ) -> None:
     """Convert foreign weights into a tsnctl checkpoint (with config and class names) for test/export/predict -w."""
-    from tsnctl.weights import convert_weights as run
+    from tsnctl.weights.load import convert_weights as run
 
     report = run(src, output, build_config(config, override) if config else None, labels,
                  None if config else override)

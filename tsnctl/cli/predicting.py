@@ -66,9 +66,9 @@ def predict(
     """
     from tsnctl.data.dataset import ClipSettings
     from tsnctl.data.lists import read_labels
+    from tsnctl.deploy.predict import expand_clips, onnx_predictor, torch_predictor, write_predictions_csv
+    from tsnctl.deploy.predict import predict as run
     from tsnctl.engine.loaders import resolve_device
-    from tsnctl.predict import expand_clips, onnx_predictor, torch_predictor, write_predictions_csv
-    from tsnctl.predict import predict as run
 
     if (weights is None) == (model is None):
         raise UserError("give exactly one of -w CHECKPOINT or -m MODEL.onnx")
@@ -127,8 +127,8 @@ def _print_predictions(results: list[dict]) -> None:
 def _predict_stream(predictor, source: str, stride: int, window: int, topk: int, names: list[str] | None,
                     save_video: Path | None, output: Path | None, as_json: bool) -> None:
     """Print each prediction of ``stream_predict`` as it comes (a line, or a JSON object per line)."""
-    from tsnctl.predict import write_predictions_csv
-    from tsnctl.stream import stream_predict
+    from tsnctl.deploy.predict import write_predictions_csv
+    from tsnctl.deploy.stream import stream_predict
 
     window = window or 2 * predictor.settings.num_seg
     rows = []

@@ -18,9 +18,10 @@ from tsnctl.config import Config
 from tsnctl.data.dataset import BadClip, ClipSettings
 from tsnctl.data.presets import VIEWS_PER_FRAME
 from tsnctl.data.views import FrameViews
-from tsnctl.engine.distributed import all_ranks, check_shared_memory, gather_by_index, is_main, local_world_size
 from tsnctl.engine.loaders import clip_loader, model_input, read_split, resolve_decode_device, resolve_device
 from tsnctl.engine.metrics import accuracy, mean_class_accuracy
+from tsnctl.engine.parallel import check_shared_memory
+from tsnctl.engine.ranks import all_ranks, gather_by_index, is_main, local_world_size
 from tsnctl.errors import UserError
 from tsnctl.models.tsm import clip_length, set_num_segments
 from tsnctl.progress import ProgressFn, no_progress

@@ -24,8 +24,8 @@ from torch import nn
 
 from tsnctl.config import Config, save_config
 from tsnctl.data.dataset import ClipSettings
-from tsnctl.engine import distributed as dist
-from tsnctl.engine.checkpoint import load_checkpoint, save_checkpoint
+from tsnctl.engine import parallel
+from tsnctl.engine import ranks as dist
 from tsnctl.engine.evaluate import evaluate_all
 from tsnctl.engine.loaders import (
     class_names,
@@ -43,8 +43,10 @@ from tsnctl.engine.runlog import IntervalStats, RunLog
 from tsnctl.engine.safety import BadSampleLog, StopRequest, check_loss, step_consensus, stop_if_requested
 from tsnctl.errors import UserError
 from tsnctl.models.tsm import set_num_segments
-from tsnctl.models.tsn import TSN, build_model
+from tsnctl.models.tsn import TSN
 from tsnctl.progress import ProgressFn, no_progress
+from tsnctl.weights.checkpoint import load_checkpoint, save_checkpoint
+from tsnctl.weights.init import build_model
 
 log = logging.getLogger("tsnctl")
 
@@ -83,7 +85,7 @@ def train(cfg: Config, output_dir: str | Path, validate: bool = False, resume: b
     """Train a TSN as configured; returns where it wrote and the validation results.
 
     ``resume``: True continues from the newest checkpoint in ``output_dir``, a path from that file.
-    In a process group (see ``tsnctl.engine.distributed``) every rank trains on its share of each global
+    In a process group (see ``tsnctl.engine.ranks``) every rank trains on its share of each global
     batch; only rank 0 logs, reports progress and writes files.
     """
     progress = dist.progress_or_silent(progress)
@@ -99,7 +101,7 @@ def train(cfg: Config, output_dir: str | Path, validate: bool = False, resume: b
         raise UserError(f"{cfg.data.train_list}: {len(train_samples)} clips, fewer than one batch "
                         f"(train.batch_size={cfg.train.batch_size} x {dist.world_size()} process(es) x "
                         f"accumulate {cfg.train.accumulate})")
-    dist.check_shared_memory(cfg.data.num_workers, cfg.train.batch_size, cfg.train.num_seg, cfg.data.crop_size,
+    parallel.check_shared_memory(cfg.data.num_workers, cfg.train.batch_size, cfg.train.num_seg, cfg.data.crop_size,
                              dist.local_world_size())
     decode_on = resolve_decode_device(cfg.data.decode_device, device)
     train_loader = clip_loader(
@@ -119,10 +121,10 @@ def train(cfg: Config, output_dir: str | Path, validate: bool = False, resume: b
                          jpeg_dct_scale=cfg.data.jpeg_dct_scale),
             cfg.valid.batch_size, cfg.data.num_workers, decode_device=decode_on)
 
-    model = dist.prepare_model(build_model(cfg.model), device, cfg.train)
+    model = parallel.prepare_model(build_model(cfg.model), device, cfg.train)
     if dist.world_size() > 1:  # the same initial weights everywhere, but a different dropout mask per rank
         torch.manual_seed(cfg.train.seed + dist.rank())
-    optimizer = build_optimizer(model, cfg.train, dist.scaled_lr(cfg.train))
+    optimizer = build_optimizer(model, cfg.train, parallel.scaled_lr(cfg.train))
     scheduler = build_scheduler(optimizer, cfg.train)
     scaler = torch.amp.GradScaler(device.type, enabled=cfg.train.amp == "fp16")
     start_epoch, best_top1, global_step, position = 0, None, 0, EpochPosition()
@@ -137,7 +139,7 @@ def train(cfg: Config, output_dir: str | Path, validate: bool = False, resume: b
     run_log = RunLog(output_dir) if dist.is_main() else None  # curves, steps.csv, TensorBoard: rank 0 only
     bad_log = BadSampleLog(output_dir / "bad_samples.csv", len(train_samples), cfg.train.max_bad_fraction,
                            resume=bool(resume))
-    net = dist.parallel_model(model, device, cfg.train)
+    net = parallel.parallel_model(model, device, cfg.train)
 
     def save(paths: list[Path], epoch: int, pos: EpochPosition) -> None:
         """Everything a resume needs; ``epoch`` counts completed epochs, ``step`` the micro-batches into the
@@ -281,8 +283,8 @@ def train_one_epoch(model: nn.Module, loader, optimizer: torch.optim.Optimizer, 
 def _forward_backward(model: nn.Module, scaler: torch.amp.GradScaler, clips: torch.Tensor, labels: torch.Tensor,
                       cfg: Config, ends_group: bool, epoch: int, step: int, total: int) -> list[float]:
     """One micro-batch: loss and accuracies averaged over ranks, checked finite before any gradient."""
-    with dist.no_sync_unless(model, ends_group):
-        with dist.autocast(device=clips.device, amp=cfg.train.amp):
+    with parallel.no_sync_unless(model, ends_group):
+        with parallel.autocast(device=clips.device, amp=cfg.train.amp):
             logits = model(clips).float()
         loss = nn.functional.cross_entropy(logits, labels)
         # Averaged before backward, so every rank sees a NaN on any rank and all stop at the same step.

@@ -176,7 +176,7 @@ def make_demo_data(out: str | Path, train_per_class: int = 30, val_per_class: in
         case "shapes":
             names, render = list(CLASSES), render_clip
         case "direction":
-            from tsnctl.demo_direction import CLASS_NAMES, render_direction_clip
+            from tsnctl.demo.direction import CLASS_NAMES, render_direction_clip
 
             names, render = list(CLASS_NAMES), render_direction_clip
         case _:

@@ -26,8 +26,8 @@ from tsnctl.data.decode import VIDEO_EXTENSIONS, open_video
 from tsnctl.data.lists import read_list, write_frame_list
 from tsnctl.data.transforms import scaled_size
 from tsnctl.errors import UserError
+from tsnctl.prepare.shards import in_shard
 from tsnctl.progress import ProgressFn, no_progress
-from tsnctl.shards import in_shard
 
 # Encoded frames are written 32 at a time: interleaving every file write with decoding and encoding costs
 # ~10% more CPU per frame (measured in docs/benchmarks.md); 32 frames are at most a few MB.

@@ -51,7 +51,7 @@ def torch_predictor(model: torch.nn.Module, settings: ClipSettings, class_names:
 
 def onnx_predictor(path: str | Path, provider: str = "cpu") -> Predictor:
     """Read an exported model: the protocol and class names come from its metadata."""
-    from tsnctl.runtime import OnnxClassifier, class_names, inference_session, model_metadata
+    from tsnctl.deploy.runtime import OnnxClassifier, class_names, inference_session, model_metadata
 
     session = inference_session(path, provider)
     meta = model_metadata(session, path)

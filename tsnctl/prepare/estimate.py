@@ -17,7 +17,7 @@ import numpy as np
 from tsnctl.data import video
 from tsnctl.data.transforms import scaled_size
 from tsnctl.errors import UserError
-from tsnctl.extract import find_jobs
+from tsnctl.prepare.extract import find_jobs
 from tsnctl.progress import ProgressFn, no_progress
 
 
