@@ -114,12 +114,17 @@ class Config:
         return dataclasses.asdict(self)
 
 
+# The one list of backbones (torchvision ResNets; models/tsn.py builds them) and of test crops (with the
+# reference's names, as reports print them).
+BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
+TEST_CROPS = {"ten": "TenCrop", "three": "ThreeCrop", "center": "CenterCrop"}
+
 CHOICES: dict[str, tuple[str, ...]] = {
     "data.format": ("frames", "video"),
     "data.decode_device": ("cpu", "cuda"),
-    "model.backbone": ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152"),
+    "model.backbone": BACKBONES,
     "model.shift_place": ("residual",),
-    "test.crop": ("ten", "three", "center"),
+    "test.crop": tuple(TEST_CROPS),
     "train.amp": ("none", "bf16", "fp16"),
 }
 

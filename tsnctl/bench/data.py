@@ -32,7 +32,8 @@ from tsnctl.data.dataset import ClipDataset, ClipSettings
 from tsnctl.data.decode import decode_jpeg
 from tsnctl.data.lists import Sample, read_list
 from tsnctl.data.presets import eval_preset, train_preset
-from tsnctl.data.sampling import eval_indices, train_indices
+from tsnctl.data.sampling import frame_indices
+from tsnctl.data.splits import clip_settings
 from tsnctl.data.transforms import scale
 from tsnctl.data.views import FrameViews
 from tsnctl.engine.loaders import model_input, resolve_device
@@ -77,7 +78,7 @@ def bench_data(cfg: Config, formats: tuple[str, ...] = FORMATS, modes: tuple[str
         result = DataBench(source, str(dev))
         for done, (fmt, mode) in enumerate(todo, start=1):
             progress("bench data", done - 1, len(todo), f"{fmt} {mode}")
-            settings = clip_settings(cfg, fmt, mode)
+            settings = clip_settings(cfg, mode, fmt)
             result.cases.append(_bench_case(lists[fmt, mode], settings, mode, cfg, min_time, baseline, dev))
         progress("bench data", len(todo), len(todo), "")
         return result
@@ -138,20 +139,6 @@ def _synthetic_lists(root: Path, formats: tuple[str, ...], clips: int = 2, frame
     return {(fmt, mode): samples[fmt] for fmt in formats for mode in MODES}
 
 
-def clip_settings(cfg: Config, fmt: str, mode: str) -> ClipSettings:
-    """The settings of the train, valid or test clips of ``cfg`` in format ``fmt``."""
-    common = {"image_template": cfg.data.image_template, "jpeg_dct_scale": cfg.data.jpeg_dct_scale}
-    match mode:
-        case "train":
-            return ClipSettings(fmt, cfg.train.num_seg, cfg.data.short_side, cfg.data.crop_size, mode="train",
-                                **common)
-        case "valid":
-            return ClipSettings(fmt, cfg.valid.num_seg, cfg.data.short_side, cfg.data.crop_size, crop="center",
-                                **common)
-    return ClipSettings(fmt, cfg.test.num_seg, cfg.data.short_side, cfg.data.crop_size, crop=cfg.test.crop,
-                        **common)
-
-
 def views_label(s: ClipSettings) -> str:
     """The views of a clip for the tables: ``3``, or ``25 x 10 = 250`` when frames give several crops."""
     return f"{s.num_seg} x {s.views // s.num_seg} = {s.views}" if s.views > s.num_seg else str(s.num_seg)
@@ -206,8 +193,7 @@ def _baseline_clip(sample: Sample, s: ClipSettings, count: int) -> np.ndarray:
     reference = peers.load("reference")
     rng = np.random.default_rng(count)
 
-    def index_fn(n: int) -> list[int]:
-        return train_indices(n, s.num_seg, rng) if s.mode == "train" else eval_indices(n, s.num_seg)
+    index_fn = frame_indices(s.mode, s.num_seg, rng)
 
     if s.fmt == "frames":
         return reference.frames_clip(sample.path, index_fn(sample.num_frames), s.mode, s.crop, s.short_side,
@@ -247,8 +233,7 @@ def _stages(sample: Sample, s: ClipSettings, repeats: int = 5) -> dict[str, floa
     """ms per sample of reading, decoding and transforming one clip, each stage timed on its own."""
     rng = np.random.default_rng(0)
 
-    def index_fn(n: int) -> list[int]:
-        return train_indices(n, s.num_seg, rng) if s.mode == "train" else eval_indices(n, s.num_seg)
+    index_fn = frame_indices(s.mode, s.num_seg, rng)
 
     times = {"read": 0.0, "decode": 0.0, "transform": 0.0}
     for _ in range(repeats):

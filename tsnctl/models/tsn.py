@@ -13,16 +13,11 @@ import torch
 import torchvision
 from torch import nn
 
+from tsnctl import config
 from tsnctl.errors import UserError
 from tsnctl.models.tsm import add_temporal_shift
 
-BACKBONES = {
-    "resnet18": torchvision.models.resnet18,
-    "resnet34": torchvision.models.resnet34,
-    "resnet50": torchvision.models.resnet50,
-    "resnet101": torchvision.models.resnet101,
-    "resnet152": torchvision.models.resnet152,
-}
+BACKBONES = {name: getattr(torchvision.models, name) for name in config.BACKBONES}  # resnet18 -> its builder
 
 
 class TSNHead(nn.Module):

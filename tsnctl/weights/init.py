@@ -12,20 +12,16 @@ from pathlib import Path
 import torch
 import torchvision
 
-from tsnctl.config import ModelConfig
+from tsnctl.config import BACKBONES, ModelConfig
 from tsnctl.errors import UserError
 from tsnctl.models.tsn import TSN
 from tsnctl.weights.formats import Weights, from_state_dict, load_into, read_weights
 
 log = logging.getLogger("tsnctl")
 
-IMAGENET_WEIGHTS = {
-    "resnet18": torchvision.models.ResNet18_Weights.IMAGENET1K_V1,
-    "resnet34": torchvision.models.ResNet34_Weights.IMAGENET1K_V1,
-    "resnet50": torchvision.models.ResNet50_Weights.IMAGENET1K_V1,
-    "resnet101": torchvision.models.ResNet101_Weights.IMAGENET1K_V1,
-    "resnet152": torchvision.models.ResNet152_Weights.IMAGENET1K_V1,
-}
+# resnet50 -> torchvision.models.ResNet50_Weights.IMAGENET1K_V1, for every backbone of config.BACKBONES
+IMAGENET_WEIGHTS = {name: getattr(torchvision.models, f"ResNet{name.removeprefix('resnet')}_Weights").IMAGENET1K_V1
+                    for name in BACKBONES}
 
 
 def build_model(cfg: ModelConfig) -> TSN:
