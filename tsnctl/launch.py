@@ -25,11 +25,16 @@ from typing import Any
 
 import torch
 
+from tsnctl.config import Config
 from tsnctl.engine.ranks import DEFAULT_PORT, env_world_size, is_main, parse_gpus, process_group
 from tsnctl.errors import UserError
 from tsnctl.progress import ProgressFn, no_progress
 
 log = logging.getLogger("tsnctl")
+
+# The CLI's process options: (gpus, nproc, nnodes, node_rank, master_addr, master_port, rdzv_endpoint).
+Layout = tuple
+SINGLE_PROCESS: Layout = (None, None, "1", 0, "", DEFAULT_PORT, "")
 
 
 
@@ -84,6 +89,23 @@ def launch_plan(device: str, gpus: str | None = None, nproc: int | None = None, 
     return LaunchPlan(count, gpu_list, nnodes.strip(), node_rank, master_addr, master_port, rdzv_endpoint,
                       max_restarts=max_restarts)
 
+
+
+def run_on_ranks(cfg: Config, layout: Layout, entry: Callable[..., Any], *args: Any,
+                 ui: Callable[[], Any] | None = None) -> Any:
+    """``entry(cfg_dict, *args)`` here, under an outside torchrun/srun, or in the workers started for ``layout``.
+
+    ``ui``: a picklable factory of a context manager yielding rank 0's ProgressFn. Returns rank 0's result
+    (None on the other ranks of an outside launcher).
+    """
+    plan = launch_plan(cfg.train.device, *layout)
+    if plan is not None:
+        cfg.train.device = plan.device
+        return launch(plan, entry, (cfg.to_dict(), *args), ui)
+    with process_group(cfg.train.device):
+        with ui() if ui is not None and is_main() else contextlib.nullcontext(no_progress) as progress:
+            result = entry(cfg.to_dict(), *args, progress=progress)
+        return result if is_main() else None  # under torchrun/srun, rank 0 prints the results
 
 def launch(plan: LaunchPlan, entry: Callable[..., Any], args: tuple, ui: Callable[[], Any] | None = None) -> Any:
     """Run ``entry(*args, progress=...)`` in ``plan.nproc_per_node`` workers here; returns local rank 0's result.
