@@ -18,7 +18,8 @@ The Python API is one import; each name loads its module on first use, so ``impo
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING, Any
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (type checkers know the name)
 
 __version__ = "0.1.0"
 
@@ -51,7 +52,7 @@ if TYPE_CHECKING:  # for editors and type checkers; at run time __getattr__ impo
     from tsnctl.workflow import load_model, predict, test
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> object:
     if name not in _API:
         raise AttributeError(f"module 'tsnctl' has no attribute {name!r}")
     module, attribute = _API[name]

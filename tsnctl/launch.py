@@ -37,7 +37,6 @@ Layout = tuple
 SINGLE_PROCESS: Layout = (None, None, "1", 0, "", DEFAULT_PORT, "")
 
 
-
 @dataclass
 class LaunchPlan:
     """How many worker processes to start here and how this machine finds the others."""
