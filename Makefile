@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 TSNCTL := $(BIN)/tsnctl
 DEMO := demo
 
-.PHONY: demo test lint clean-demo
+.PHONY: demo test lint docs clean-demo
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -32,8 +32,14 @@ demo: $(VENV)/.installed
 test: $(VENV)/.installed
 	$(BIN)/python -m pytest -q
 
+# ruff, then the layer contracts of pyproject.toml (import-linter; tests/test_architecture.py runs them too).
 lint: $(VENV)/.installed
 	$(BIN)/ruff check tsnctl tests
+	$(BIN)/lint-imports
+
+# Regenerate docs/commands/*.md and docs/config.md from the code (a test fails when they are stale).
+docs: $(VENV)/.installed
+	$(BIN)/python -m tsnctl.cli.docgen docs
 
 clean-demo:
 	rm -rf $(DEMO)

@@ -15,8 +15,10 @@ import time
 import torch
 from torch import nn
 
+from tsnctl import launch as launcher
 from tsnctl.config import TrainConfig
-from tsnctl.engine import distributed as dist
+from tsnctl.engine import parallel
+from tsnctl.engine import ranks as dist
 from tsnctl.models.tsn import TSN
 
 
@@ -24,8 +26,8 @@ def train_rate(steps: int, batch: int, num_seg: int, amp: str, channels_last: bo
     """Training clips/s of this process (all ranks' clips when run under the launcher)."""
     device = torch.device("cuda", torch.cuda.current_device())
     cfg = TrainConfig(batch_size=batch, amp=amp, channels_last=channels_last)
-    model = dist.prepare_model(TSN("resnet50", 400), device, cfg)
-    net = dist.parallel_model(model, device, cfg)
+    model = parallel.prepare_model(TSN("resnet50", 400), device, cfg)
+    net = parallel.parallel_model(model, device, cfg)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
     scaler = torch.amp.GradScaler("cuda", enabled=amp == "fp16")
     clips = torch.randn(batch, num_seg, 3, 224, 224, device=device)
@@ -33,7 +35,7 @@ def train_rate(steps: int, batch: int, num_seg: int, amp: str, channels_last: bo
     net.train()
 
     def step() -> None:
-        with dist.autocast(device, amp):
+        with parallel.autocast(device, amp):
             loss = nn.functional.cross_entropy(net(clips).float(), labels)
         scaler.scale(loss).backward()
         scaler.unscale_(optimizer)
@@ -60,7 +62,7 @@ def test_rate(videos: int, batch: int, amp: str, channels_last: bool) -> float:
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     clips = torch.randn(batch, 250, 3, 224, 224, device=device)
-    with dist.autocast(device, amp):
+    with parallel.autocast(device, amp):
         for _ in range(3):
             model(clips)
         torch.cuda.synchronize()
@@ -98,8 +100,8 @@ def main() -> None:
     else:
         gpus = torch.cuda.device_count()
         one = train_rate(args.steps, args.batch, args.num_seg, args.amp, True)
-        plan = dist.launch_plan("cuda", gpus="all")
-        many = dist.launch(plan, _scaling_entry, ({}, args.steps, args.batch, args.num_seg, args.amp))
+        plan = launcher.launch_plan("cuda", gpus="all")
+        many = launcher.launch(plan, _scaling_entry, ({}, args.steps, args.batch, args.num_seg, args.amp))
         print(f"scaling: 1 GPU {one:.1f} clips/s, {gpus} GPUs {many:.1f} clips/s = {many / one:.2f}x "
               f"({100 * many / one / gpus:.0f}% efficiency; batch {args.batch} per GPU, {setup})")
 

@@ -4,7 +4,7 @@
     python benchmarks/onnx_latency.py --backbone resnet18 --views 4 --size 112 --repeats 3   # a quick CPU check
 
 The model has random weights (latency does not depend on them) and is written by tsnctl's own exporter
-(`tsnctl.export.to_onnx`, verified against torch). Providers that this onnxruntime build lacks are
+(`tsnctl.deploy.export.to_onnx`, verified against torch). Providers that this onnxruntime build lacks are
 reported as missing instead of failing, so the same command runs on CPU-only and GPU machines.
 """
 
@@ -19,11 +19,11 @@ import numpy as np
 import torch
 
 from tsnctl.config import Config
+from tsnctl.deploy.export import to_onnx
+from tsnctl.deploy.runtime import inference_session
 from tsnctl.errors import UserError
-from tsnctl.export import to_onnx
 from tsnctl.models.tsn import TSN
-from tsnctl.runtime import inference_session
-from tsnctl.weights import LoadedModel
+from tsnctl.weights.load import LoadedModel
 
 
 def export_model(folder: Path, backbone: str, num_seg: int, size: int, fp16: bool) -> Path:

@@ -22,7 +22,7 @@ import torch
 from tsnctl.bench.synthetic import render_frames, write_frame_folder
 from tsnctl.config import load_config
 from tsnctl.engine.evaluate import run_test
-from tsnctl.models.tsn import build_model
+from tsnctl.weights.init import build_model
 
 
 def one(videos: int, max_views: int) -> float:

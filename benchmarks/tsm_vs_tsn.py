@@ -21,10 +21,10 @@ from pathlib import Path
 import torch
 
 from tsnctl.config import Config, validate
-from tsnctl.demo_data import make_demo_data
+from tsnctl.demo.data import make_demo_data
 from tsnctl.engine.evaluate import run_test
 from tsnctl.engine.train import train
-from tsnctl.weights import load_for_inference
+from tsnctl.weights.load import load_for_inference
 
 
 def config(root: Path, args: argparse.Namespace, temporal_shift: bool) -> Config:

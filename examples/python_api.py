@@ -13,50 +13,38 @@ import logging
 import sys
 from pathlib import Path
 
-from tsnctl.config import load_config
-from tsnctl.data.dataset import ClipSettings
-from tsnctl.demo_data import make_demo_data
-from tsnctl.engine.evaluate import run_test
-from tsnctl.engine.loaders import resolve_device
-from tsnctl.engine.train import train
-from tsnctl.extract import extract_frames
-from tsnctl.plots import plot_runs
-from tsnctl.predict import predict, torch_predictor
-from tsnctl.reports import write_report
-from tsnctl.weights import load_for_inference
+import tsnctl
 
 
 def main(workdir: Path, tiny: bool) -> float:
     """Returns the test top-1 in percent."""
     logging.basicConfig(level=logging.INFO, format="%(message)s")  # tsnctl logs to the "tsnctl" logger
-    data = make_demo_data(workdir / "data", train_per_class=2 if tiny else 60, val_per_class=1 if tiny else 10)
+    data = tsnctl.make_demo_data(workdir / "data", train_per_class=2 if tiny else 60,
+                                 val_per_class=1 if tiny else 10)
     for video_list in (data.train_list, data.val_list):
-        extract_frames(video_list, workdir / "frames", workers=1 if tiny else 2)
+        tsnctl.extract_frames(video_list, workdir / "frames", workers=1 if tiny else 2)
 
     size = ["data.short_side=40", "data.crop_size=32", "train.epochs=1", "train.batch_size=6",
             "train.log_interval=1", "test.num_seg=2", "test.crop=center"] if tiny else []
-    cfg = load_config("configs/demo.yaml" if not tiny else None, [
+    cfg = tsnctl.load_config("configs/demo.yaml" if not tiny else None, [
         f"data.train_list={workdir / 'frames' / 'train_videos_frames.txt'}",
         f"data.val_list={workdir / 'frames' / 'val_videos_frames.txt'}",
         f"data.test_list={workdir / 'frames' / 'val_videos_frames.txt'}",
         f"data.label_file={data.label_file}", "data.num_workers=0",
         "model.backbone=resnet18", "model.num_classes=6", *size])
-    result = train(cfg, workdir / "run", validate=True)
+    result = tsnctl.train(cfg, workdir / "run", validate=True)
     print(f"trained {result.epochs_run} epoch(s), best valid top-1 {result.best_top1:.1f}%")
 
-    loaded = load_for_inference(workdir / "run" / "best.pt")
-    scores = run_test(loaded.model, cfg)
-    report = write_report(scores, loaded.class_names, workdir / "run" / "test_report")
-    worst = min((c for c in report.classes if c.support), key=lambda c: c.top1)
-    print(f"test top-1 {scores.top1:.1f}% ({scores.protocol}); weakest class: {worst.name} {worst.top1:.0f}%")
+    model = tsnctl.load_model(workdir / "run" / "best.pt")
+    run = tsnctl.test(model, cfg, report_dir=workdir / "run" / "test_report")
+    worst = min((c for c in run.report.classes if c.support), key=lambda c: c.top1)
+    print(f"test top-1 {run.result.top1:.1f}% ({run.result.protocol}); weakest class: {worst.name} {worst.top1:.0f}%")
 
-    settings = ClipSettings("video", cfg.test.num_seg, cfg.data.short_side, cfg.data.crop_size, crop=cfg.test.crop)
-    predictor = torch_predictor(loaded.model, settings, loaded.class_names, resolve_device("cpu"))
     clip = data.root / "videos" / "bouncing_ball" / "val_000.mp4"
-    best = predict(predictor, [str(clip)], topk=1)[0]["topk"][0]
+    best = tsnctl.predict(model, [clip], topk=1)[0]["topk"][0]
     print(f"{clip.name}: {best['label']} ({best['prob']:.2f})")
-    print(f"curves -> {plot_runs([workdir / 'run'], workdir / 'run' / 'curves_copy.png')}")
-    return scores.top1
+    print(f"curves -> {tsnctl.plot_runs([workdir / 'run'], workdir / 'run' / 'curves_copy.png')}")
+    return run.result.top1
 
 
 if __name__ == "__main__":

@@ -19,9 +19,9 @@ from tsnctl.data.dataset import BadClip, ClipDataset, ClipSettings
 from tsnctl.data.decode import read_video
 from tsnctl.data.lists import read_list
 from tsnctl.data.sampling import eval_indices
-from tsnctl.engine.checkpoint import save_checkpoint
 from tsnctl.errors import UserError
 from tsnctl.models.tsn import TSN
+from tsnctl.weights.checkpoint import save_checkpoint
 
 runner = CliRunner()
 

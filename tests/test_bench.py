@@ -9,12 +9,14 @@ import pytest
 from conftest import write_frames, write_video
 from typer.testing import CliRunner
 
-from tsnctl.bench import extract, reference
+from tsnctl.bench import extract, peers
 from tsnctl.cli import app
 from tsnctl.data import transforms as T
 from tsnctl.data.dataset import ClipSettings, load_clip
 from tsnctl.data.lists import Sample
 from tsnctl.data.sampling import eval_indices
+
+reference = peers.load("reference")  # benchmarks/peers/reference.py of this checkout
 
 runner = CliRunner()
 

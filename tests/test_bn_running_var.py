@@ -10,9 +10,10 @@ from typer.testing import CliRunner
 
 from tsnctl.cli import app
 from tsnctl.config import Config
-from tsnctl.engine.checkpoint import save_checkpoint
 from tsnctl.models.bn import BiasedVarBatchNorm2d
-from tsnctl.models.tsn import TSN, build_model
+from tsnctl.models.tsn import TSN
+from tsnctl.weights.checkpoint import save_checkpoint
+from tsnctl.weights.init import build_model
 
 
 def _twins() -> tuple[TSN, TSN]:

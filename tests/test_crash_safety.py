@@ -19,11 +19,11 @@ from conftest import write_frames, write_video
 
 from tsnctl.config import Config
 from tsnctl.data.dataset import BadClip
-from tsnctl.engine.checkpoint import load_checkpoint, save_checkpoint
 from tsnctl.engine.loaders import EpochSampler
 from tsnctl.engine.resume import restore_rng, rng_state
 from tsnctl.engine.train import EpochPosition, train_one_epoch
 from tsnctl.errors import UserError
+from tsnctl.weights.checkpoint import load_checkpoint, save_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 

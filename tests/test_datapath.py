@@ -181,7 +181,7 @@ def reference_extraction(video, folder) -> list[bytes]:
 
 def test_extracted_files_are_byte_identical_to_the_reference(tmp_path, example_avi):
     from tsnctl.bench import synthetic
-    from tsnctl.extract import extract_video
+    from tsnctl.prepare.extract import extract_video
 
     h264 = tmp_path / "textured.mp4"
     synthetic.write_h264(h264, synthetic.render_frames(70, height=96, width=128))  # > 2 write batches
@@ -195,7 +195,7 @@ def test_extracted_files_are_byte_identical_to_the_reference(tmp_path, example_a
 
 def test_video_path_matches_the_extracted_frames(tmp_path):
     from tsnctl.data.decode import count_folder_frames, read_frame_folder, read_video
-    from tsnctl.extract import extract_video
+    from tsnctl.prepare.extract import extract_video
 
     video = write_bframe_video(tmp_path / "clip.mp4", 60)
     folder = tmp_path / "frames" / "clip.mp4"

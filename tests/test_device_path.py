@@ -201,7 +201,7 @@ def test_gpu_path_reports_the_unreadable_clips(media):
 def test_training_and_test_loops_with_decode_device_cuda(media, tmp_path):
     from tsnctl.engine.evaluate import run_test
     from tsnctl.engine.train import train
-    from tsnctl.models.tsn import build_model
+    from tsnctl.weights.init import build_model
 
     lines = "".join(f"{s.path} {s.num_frames} {i % 2}\n" for i, s in enumerate(media["frames"] * 2))
     (tmp_path / "list.txt").write_text(lines)

@@ -13,13 +13,15 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from torch.utils.data import RandomSampler
 from typer.testing import CliRunner
 
+from tsnctl import launch as launcher
 from tsnctl.cli import app
 from tsnctl.config import config_from_dict, load_config
 from tsnctl.data.dataset import ClipSettings
-from tsnctl.engine import distributed as dist
+from tsnctl.engine import parallel
+from tsnctl.engine import ranks as dist
 from tsnctl.engine.loaders import clip_loader
 from tsnctl.errors import UserError
-from tsnctl.models.tsn import build_model
+from tsnctl.weights.init import build_model
 
 runner = CliRunner()
 NUM_CLIPS = 10
@@ -77,20 +79,20 @@ def test_slurm_environment_becomes_torch_environment():
 
 def test_launch_plan_checks_options(monkeypatch):
     monkeypatch.delenv("WORLD_SIZE", raising=False)
-    assert dist.launch_plan("cpu") is None
-    plan = dist.launch_plan("cpu", nproc=2)
+    assert launcher.launch_plan("cpu") is None
+    plan = launcher.launch_plan("cpu", nproc=2)
     assert (plan.nproc_per_node, plan.gpus, plan.device) == (2, [], "cpu")
-    static = dist.launch_plan("cpu", nproc=2, nnodes="2", node_rank=1, master_addr="node0")
+    static = launcher.launch_plan("cpu", nproc=2, nnodes="2", node_rank=1, master_addr="node0")
     assert (static.nnodes, static.node_rank, static.master_addr) == ("2", 1, "node0")
     with pytest.raises(UserError, match="needs --master-addr"):
-        dist.launch_plan("cpu", nproc=2, nnodes="2")
+        launcher.launch_plan("cpu", nproc=2, nnodes="2")
     with pytest.raises(UserError, match="MIN:MAX range needs --rdzv-endpoint"):
-        dist.launch_plan("cpu", nproc=2, nnodes="1:4", master_addr="x")
+        launcher.launch_plan("cpu", nproc=2, nnodes="1:4", master_addr="x")
     with pytest.raises(UserError, match="contradict"):
-        dist.launch_plan("cpu", gpus="0")
+        launcher.launch_plan("cpu", gpus="0")
     monkeypatch.setenv("WORLD_SIZE", "4")
     with pytest.raises(UserError, match="already running under torchrun"):
-        dist.launch_plan("cpu", nproc=2)
+        launcher.launch_plan("cpu", nproc=2)
 
 
 def test_gather_by_index_puts_rows_back_in_order_once():
@@ -103,9 +105,9 @@ def test_gather_by_index_puts_rows_back_in_order_once():
 
 
 def test_shared_memory_check_names_the_fix(tmp_path):
-    dist.check_shared_memory(4, 32, 3, 224, 8, shm=str(tmp_path / "absent"))  # no /dev/shm: nothing to check
+    parallel.check_shared_memory(4, 32, 3, 224, 8, shm=str(tmp_path / "absent"))  # no /dev/shm: nothing to check
     with pytest.raises(UserError, match=r"DataLoader workers need about .* --shm-size"):
-        dist.check_shared_memory(10**6, 32, 8, 224, 8, shm=str(tmp_path))
+        parallel.check_shared_memory(10**6, 32, 8, 224, 8, shm=str(tmp_path))
 
 
 def test_train_order_is_the_old_random_sampler_order(clips):
@@ -172,7 +174,7 @@ def _frozen_bn_mode(self, mode=True):
 def _train_with_frozen_bn(cfg_dict, output_dir, progress=None):
     """A worker entry (top level, so spawned processes can unpickle it) that freezes BatchNorm first."""
     _BatchNorm.train = _frozen_bn_mode
-    return dist.train_entry(cfg_dict, output_dir, False, False)
+    return launcher.train_entry(cfg_dict, output_dir, False, False)
 
 
 def assert_same_weights(path_a, path_b, atol=1e-5):
@@ -191,7 +193,7 @@ def test_two_gloo_processes_match_one_process_with_the_global_batch(clips, tmp_p
     monkeypatch.setattr(_BatchNorm, "train", _frozen_bn_mode)
     one = train(load_config(None, tiny_overrides(clips, 4)), tmp_path / "one")
     two_cfg = load_config(None, tiny_overrides(clips, 2))
-    two = dist.launch(dist.launch_plan("cpu", nproc=2), _train_with_frozen_bn,
+    two = launcher.launch(launcher.launch_plan("cpu", nproc=2), _train_with_frozen_bn,
                       (two_cfg.to_dict(), str(tmp_path / "two")))
     assert len(one.step_losses) == len(two.step_losses) == 4  # 2 epochs x (10 clips // global batch 4)
     assert torch.allclose(torch.tensor(two.step_losses), torch.tensor(one.step_losses), atol=1e-5)
@@ -273,6 +275,6 @@ def test_two_gpus_with_sync_bn_match_one_gpu_with_the_global_batch(clips, tmp_pa
 
     one = train(load_config(None, tiny_overrides(clips, 4) + ["train.device=cuda"]), tmp_path / "one")
     two_cfg = load_config(None, tiny_overrides(clips, 2) + ["train.device=cuda", "train.sync_bn=true"])
-    two = dist.launch(dist.launch_plan("cuda", gpus="0,1"), dist.train_entry,
+    two = launcher.launch(launcher.launch_plan("cuda", gpus="0,1"), launcher.train_entry,
                       (two_cfg.to_dict(), str(tmp_path / "two"), False, False))
     assert torch.allclose(torch.tensor(two.step_losses), torch.tensor(one.step_losses), atol=1e-3)

@@ -82,8 +82,8 @@ def test_two_runs_on_one_out_together_write_a_complete_result(tmp_path):
 
 
 def test_a_clip_locked_by_another_run_is_waited_for_and_not_written_twice(tmp_path, videos):
-    from tsnctl.extract import extract_video
-    from tsnctl.extract_folders import acquire, release
+    from tsnctl.prepare.extract import extract_video
+    from tsnctl.prepare.folders import acquire, release
 
     out = tmp_path / "out"
     (out / "c0").mkdir(parents=True)
@@ -107,10 +107,10 @@ def test_a_clip_locked_by_another_run_is_waited_for_and_not_written_twice(tmp_pa
 
 
 def test_lock_is_released_when_its_holder_is_killed(tmp_path):
-    from tsnctl.extract_folders import acquire, release
+    from tsnctl.prepare.folders import acquire, release
 
     path = tmp_path / "clip.mp4.lock"
-    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from tsnctl.extract_folders import acquire; "
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from tsnctl.prepare.folders import acquire; "
                                f"acquire(__import__('pathlib').Path({str(path)!r}), True); print('held', flush=True); "
                                "time.sleep(60)"], stdout=subprocess.PIPE, text=True,
                               env={**os.environ, "PYTHONPATH": str(REPO)})
@@ -142,7 +142,7 @@ def test_a_folder_with_missing_frames_is_never_taken_as_finished(tmp_path, prese
 
 
 def test_a_marker_that_disagrees_with_the_folder_means_extract_again(tmp_path, videos):
-    from tsnctl.extract_folders import MARKER
+    from tsnctl.prepare.folders import MARKER
 
     out = tmp_path / "out"
     assert run("extract-frames", videos, out, "--workers", 1)[0] == 0
@@ -156,7 +156,7 @@ def test_a_marker_that_disagrees_with_the_folder_means_extract_again(tmp_path, v
 
 
 def test_a_complete_folder_from_before_markers_is_kept_and_gets_its_marker(tmp_path, videos):
-    from tsnctl.extract_folders import MARKER
+    from tsnctl.prepare.folders import MARKER
 
     out = tmp_path / "out"
     assert run("extract-frames", videos, out, "--workers", 1)[0] == 0
@@ -233,8 +233,8 @@ def test_two_list_lines_for_one_frame_folder_are_refused(tmp_path, videos):
 
 
 def test_frame_folder_names(tmp_path):
-    from tsnctl.extract import VideoJob
-    from tsnctl.extract_folders import check_folders, folder_name
+    from tsnctl.prepare.extract import VideoJob
+    from tsnctl.prepare.folders import check_folders, folder_name
 
     assert folder_name("class/video.mp4") == "class/video.mp4"
     assert folder_name("/data/k400/a b/v.mp4") == "data/k400/a b/v.mp4"

@@ -26,8 +26,8 @@ from typer.testing import CliRunner
 import tsnctl
 from tsnctl.cli import app
 from tsnctl.config import Config, save_config
-from tsnctl.engine.checkpoint import save_checkpoint
 from tsnctl.models.tsn import TSN
+from tsnctl.weights.checkpoint import save_checkpoint
 
 runner = CliRunner()
 ROOT = Path(tsnctl.__file__).resolve().parent.parent  # the tsnctl under test, also for the subprocesses
@@ -330,7 +330,7 @@ def test_a_failed_checkpoint_write_leaves_no_tmp_and_names_the_file(tmp_path, mo
 
 
 def test_check_flags_duplicates_spelled_differently(tmp_path):
-    from tsnctl.check import check_list
+    from tsnctl.prepare.check import check_list
 
     write_frames(tmp_path / "sub" / "a", 3)
     (tmp_path / "list.txt").write_text(f"sub/a 3 0\n./sub/a 3 0\nsub/../sub/a 3 0\n{tmp_path}/sub/a 3 0\n")

@@ -12,10 +12,10 @@ from typer.testing import CliRunner
 from tsnctl.cli import app
 from tsnctl.config import Config
 from tsnctl.data.transforms import normalize
-from tsnctl.engine.checkpoint import save_checkpoint
-from tsnctl.infer import EagerTSN, FastTSN, NormalizedConv, fuse_batchnorm, inference_model
+from tsnctl.deploy.infer import EagerTSN, FastTSN, NormalizedConv, fuse_batchnorm, inference_model
 from tsnctl.models.tsm import set_num_segments
 from tsnctl.models.tsn import TSN
+from tsnctl.weights.checkpoint import save_checkpoint
 
 runner = CliRunner()
 
@@ -115,7 +115,7 @@ def test_predict_backends_give_the_same_probabilities(checkpoint):
 
 def test_onnx_views_in_chunks_match_one_run(checkpoint):
     """30 views (3 segments x TenCrop) run as 8 + 8 + 8 + 6: the view-weighted mean equals the whole clip's logits."""
-    from tsnctl.runtime import OnnxClassifier, inference_session
+    from tsnctl.deploy.runtime import OnnxClassifier, inference_session
 
     result = runner.invoke(app, ["export", "-w", str(checkpoint / "model.pt"), "-o", str(checkpoint / "m.onnx")])
     assert result.exit_code == 0, result.output

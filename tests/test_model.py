@@ -3,7 +3,8 @@ import torch
 
 from tsnctl.config import ModelConfig
 from tsnctl.errors import UserError
-from tsnctl.models.tsn import TSN, build_model
+from tsnctl.models.tsn import TSN
+from tsnctl.weights.init import build_model
 
 
 def test_head_averages_features_over_views_before_the_fc():

@@ -11,8 +11,8 @@ from typer.testing import CliRunner
 
 from tsnctl.cli import app
 from tsnctl.config import Config
-from tsnctl.engine.checkpoint import save_checkpoint
 from tsnctl.models.tsn import TSN
+from tsnctl.weights.checkpoint import save_checkpoint
 
 runner = CliRunner()
 

@@ -24,8 +24,8 @@ from tsnctl.cli import app
 from tsnctl.data.dataset import ClipSettings, load_clip
 from tsnctl.data.lists import Sample, read_labels
 from tsnctl.data.transforms import normalize
-from tsnctl.predict import paddlevideo_views
-from tsnctl.weights import KINETICS400_LABELS
+from tsnctl.deploy.predict import paddlevideo_views
+from tsnctl.weights.load import KINETICS400_LABELS
 
 MEAN = np.array([0.485, 0.456, 0.406]).reshape(3, 1, 1).astype(np.float32)
 STD = np.array([0.229, 0.224, 0.225]).reshape(3, 1, 1).astype(np.float32)

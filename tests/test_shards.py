@@ -6,7 +6,7 @@ from typer.testing import CliRunner
 
 from tsnctl.cli import app
 from tsnctl.errors import UserError
-from tsnctl.shards import merge_frame_lists, parse_shard, shard_of
+from tsnctl.prepare.shards import merge_frame_lists, parse_shard, shard_of
 
 runner = CliRunner()
 

@@ -6,12 +6,13 @@ import pytest
 import torch
 
 from tsnctl.config import Config, ModelConfig, TrainConfig, load_config
+from tsnctl.deploy.export import to_onnx
 from tsnctl.engine.optim import build_optimizer, build_scheduler, lr_factor
 from tsnctl.errors import UserError
-from tsnctl.export import to_onnx
 from tsnctl.models.tsm import ShiftConv2d, set_num_segments, temporal_shift
-from tsnctl.models.tsn import TSN, build_model
-from tsnctl.weights import LoadedModel
+from tsnctl.models.tsn import TSN
+from tsnctl.weights.init import build_model
+from tsnctl.weights.load import LoadedModel
 
 
 def tsm(backbone: str = "resnet18", **kwargs) -> TSN:
@@ -131,7 +132,7 @@ def test_tsm_recipe_config_and_choices():
 def test_direction_pairs_are_time_reversals(tmp_path):
     import cv2
 
-    from tsnctl.demo_direction import render_direction_clip
+    from tsnctl.demo.direction import render_direction_clip
 
     def frames(cls):
         path = tmp_path / f"{cls}.mp4"

@@ -19,9 +19,10 @@ import torchvision
 
 from tsnctl.config import Config, load_config
 from tsnctl.errors import UserError
-from tsnctl.models.tsn import TSN, build_model, load_backbone_weights
-from tsnctl.weight_formats import read_weights
-from tsnctl.weights import convert_weights, load_for_inference
+from tsnctl.models.tsn import TSN
+from tsnctl.weights.formats import read_weights
+from tsnctl.weights.init import build_model, load_backbone_weights
+from tsnctl.weights.load import convert_weights, load_for_inference
 
 NUM_CLASSES = 400
 

@@ -46,7 +46,7 @@ class ModelConfig:
     num_classes: int = 400  # size of the fc output; must match the label file's class count
     dropout: float = 0.4  # applied to the averaged feature, before the fc
     fc_std: float = 0.01  # fc weight init: Normal(0, fc_std), bias 0
-    pretrained: str = ""  # backbone init: "" (random), "imagenet", or a weights file (any format of tsnctl/weights.py)
+    pretrained: str = ""  # backbone init: "" (random), "imagenet", or a weights file (any format in tsnctl/weights/)
     init_from: str = ""  # start from a model's weights: backbone, and head when its classes match; wins over pretrained
     temporal_shift: bool = False  # TSM: shift channels between neighbouring segments in every residual block
     shift_div: int = 8  # 1/shift_div of the channels move forward in time, 1/shift_div backward
@@ -117,13 +117,18 @@ class Config:
         return dataclasses.asdict(self)
 
 
+# The one list of backbones (torchvision ResNets; models/tsn.py builds them) and of test crops (with the
+# reference's names, as reports print them).
+BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
+TEST_CROPS = {"ten": "TenCrop", "three": "ThreeCrop", "center": "CenterCrop"}
+
 CHOICES: dict[str, tuple[str, ...]] = {
     "data.format": ("frames", "video"),
     "data.decode_device": ("cpu", "cuda"),
-    "model.backbone": ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152"),
+    "model.backbone": BACKBONES,
     "model.shift_place": ("residual",),
     "model.bn_running_var": ("unbiased", "biased"),
-    "test.crop": ("ten", "three", "center"),
+    "test.crop": tuple(TEST_CROPS),
     "train.amp": ("none", "bf16", "fp16"),
 }
 

@@ -25,14 +25,15 @@ import cv2
 import numpy as np
 import torch
 
-from tsnctl.bench import reference, synthetic
+from tsnctl.bench import peers, synthetic
 from tsnctl.config import Config
 from tsnctl.data import video
 from tsnctl.data.dataset import ClipDataset, ClipSettings
 from tsnctl.data.decode import decode_jpeg
 from tsnctl.data.lists import Sample, read_list
 from tsnctl.data.presets import eval_preset, train_preset
-from tsnctl.data.sampling import eval_indices, train_indices
+from tsnctl.data.sampling import frame_indices
+from tsnctl.data.splits import clip_settings
 from tsnctl.data.transforms import scale
 from tsnctl.data.views import FrameViews
 from tsnctl.engine.loaders import model_input, resolve_device
@@ -79,7 +80,7 @@ def bench_data(cfg: Config, formats: tuple[str, ...] = FORMATS, modes: tuple[str
         result = DataBench(source, str(dev))
         for done, (fmt, mode) in enumerate(todo, start=1):
             progress("bench data", done - 1, len(todo), f"{fmt} {mode}")
-            settings = clip_settings(cfg, fmt, mode)
+            settings = clip_settings(cfg, mode, fmt)
             result.cases.append(_bench_case(lists[fmt, mode], settings, mode, cfg, min_time, baseline, dev))
         progress("bench data", len(todo), len(todo), "")
         return result
@@ -141,20 +142,6 @@ def _synthetic_lists(root: Path, formats: tuple[str, ...], frame_sizes: tuple[tu
     return {(fmt, mode): samples[fmt] for fmt in formats for mode in MODES}
 
 
-def clip_settings(cfg: Config, fmt: str, mode: str) -> ClipSettings:
-    """The settings of the train, valid or test clips of ``cfg`` in format ``fmt``."""
-    common = {"image_template": cfg.data.image_template, "jpeg_dct_scale": cfg.data.jpeg_dct_scale}
-    match mode:
-        case "train":
-            return ClipSettings(fmt, cfg.train.num_seg, cfg.data.short_side, cfg.data.crop_size, mode="train",
-                                **common)
-        case "valid":
-            return ClipSettings(fmt, cfg.valid.num_seg, cfg.data.short_side, cfg.data.crop_size, crop="center",
-                                **common)
-    return ClipSettings(fmt, cfg.test.num_seg, cfg.data.short_side, cfg.data.crop_size, crop=cfg.test.crop,
-                        **common)
-
-
 def views_label(s: ClipSettings) -> str:
     """The views of a clip for the tables: ``3``, or ``25 x 10 = 250`` when frames give several crops."""
     return f"{s.num_seg} x {s.views // s.num_seg} = {s.views}" if s.views > s.num_seg else str(s.num_seg)
@@ -176,7 +163,9 @@ def _bench_case(samples: list[Sample], s: ClipSettings, mode: str, cfg: Config, 
     views = views_label(s)
     note = ""
     run_baseline = baseline
-    if baseline and s.fmt == "video" and not _has_decord():
+    if baseline and not peers.available("reference"):
+        note, run_baseline = peers.MISSING, False
+    if run_baseline and s.fmt == "video" and not _has_decord():
         note, run_baseline = "decord not installed (pip install 'tsnctl[bench]'): no baseline", False
     if run_baseline and s.mode == "test" and s.crop == "three":
         note, run_baseline = "the reference has no ThreeCrop: no baseline", False
@@ -205,10 +194,10 @@ def _bench_case(samples: list[Sample], s: ClipSettings, mode: str, cfg: Config, 
 
 
 def _baseline_clip(sample: Sample, s: ClipSettings, count: int) -> np.ndarray:
+    reference = peers.load("reference")
     rng = np.random.default_rng(count)
 
-    def index_fn(n: int) -> list[int]:
-        return train_indices(n, s.num_seg, rng) if s.mode == "train" else eval_indices(n, s.num_seg)
+    index_fn = frame_indices(s.mode, s.num_seg, rng)
 
     if s.fmt == "frames":
         return reference.frames_clip(sample.path, index_fn(sample.num_frames), s.mode, s.crop, s.short_side,
@@ -250,8 +239,7 @@ def _stages(samples: list[Sample], s: ClipSettings, repeats: int = 3) -> dict[st
     averaged over the same clips as the loader (their frame sizes set the cost of every stage)."""
     rng = np.random.default_rng(0)
 
-    def index_fn(n: int) -> list[int]:
-        return train_indices(n, s.num_seg, rng) if s.mode == "train" else eval_indices(n, s.num_seg)
+    index_fn = frame_indices(s.mode, s.num_seg, rng)
 
     times = {"read": 0.0, "decode": 0.0, "transform": 0.0}
     for sample in [sample for _ in range(repeats) for sample in samples]:

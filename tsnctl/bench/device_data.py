@@ -21,12 +21,13 @@ from dataclasses import dataclass, field
 
 import torch
 
-from tsnctl.bench.data import FORMATS, MODES, batch_size_of, bench_clips, clip_settings, views_label
+from tsnctl.bench.data import FORMATS, MODES, batch_size_of, bench_clips, views_label
 from tsnctl.config import Config
 from tsnctl.data.dataset import ClipDataset, ClipSettings
 from tsnctl.data.device_path import device_batch, encode_clip
 from tsnctl.data.lists import Sample
 from tsnctl.data.sampling import sample_rng
+from tsnctl.data.splits import clip_settings
 from tsnctl.engine.loaders import resolve_device
 from tsnctl.progress import ProgressFn, no_progress
 
@@ -60,7 +61,7 @@ def bench_device_data(cfg: Config, formats: tuple[str, ...] = FORMATS, modes: tu
         result = DeviceDataBench(source, str(dev))
         for done, (fmt, mode) in enumerate(todo):
             progress("bench data --decode-device", done, len(todo), f"{fmt} {mode}")
-            result.cases.append(_device_case(lists[fmt, mode], clip_settings(cfg, fmt, mode), mode,
+            result.cases.append(_device_case(lists[fmt, mode], clip_settings(cfg, mode, fmt), mode,
                                              batch_size_of(cfg, mode), dev, min_time))
         progress("bench data --decode-device", len(todo), len(todo), "")
         return result

@@ -27,7 +27,7 @@ import simplejpeg
 
 from tsnctl.bench import synthetic
 from tsnctl.data.decode import open_video
-from tsnctl.extract import extract_video
+from tsnctl.prepare.extract import extract_video
 from tsnctl.progress import ProgressFn, no_progress
 
 FFMPEG_CASE = "ffmpeg -threads 1 -i clip.mp4 -q:v 2 -threads 1 img_%05d.jpg"

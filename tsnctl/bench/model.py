@@ -17,8 +17,8 @@ from torch import nn
 
 from tsnctl.config import Config
 from tsnctl.engine.loaders import resolve_device
-from tsnctl.models.tsn import build_model
 from tsnctl.progress import ProgressFn, no_progress
+from tsnctl.weights.init import build_model
 
 
 @dataclass

@@ -3,7 +3,7 @@
 Variants run alternately (eager, fast[, onnx], eager, fast, ...) so that load from other processes on the
 machine hits all alike; the medians and their ratio to ``eager`` (the path of tsnctl <= 0.1: the model as
 trained, NCHW, normalized float views, all in one batch) are reported. Each child records the wall time of
-its stages (``tsnctl.predict.STAGE_SECONDS``); start-up is the rest of the wall time: the interpreter,
+its stages (``tsnctl.deploy.predict.STAGE_SECONDS``); start-up is the rest of the wall time: the interpreter,
 imports, option parsing and printing. Peak RSS is the child's own (``os.wait4``'s rusage).
 """
 
@@ -23,9 +23,10 @@ from tsnctl.errors import UserError
 from tsnctl.progress import ProgressFn, no_progress
 
 STAGES = ("start-up", "load", "clip", "model")  # clip: decode + transforms
+# The child runs the CLI in its own process, as a user does (``cli/child.py``).
 CHILD = ("import sys\n"
-         "from tsnctl.bench.predict import child\n"
-         "child(sys.argv[1], sys.argv[2:])\n")
+         "from tsnctl.cli.child import predict_child\n"
+         "predict_child(sys.argv[1], sys.argv[2:])\n")
 
 
 @dataclass
@@ -51,21 +52,6 @@ class PredictBench:
     repeats: int
     variants: list[PredictVariant]
     runs: list[PredictRun]
-
-
-def child(result_file: str, args: list[str]) -> None:
-    """Run ``tsnctl predict ARGS`` in this process and write its stage times to ``result_file``."""
-    from tsnctl.cli import main  # imports no torch: predict may still set OpenMP's settings
-
-    sys.argv = ["tsnctl", "predict", *args]
-    try:
-        main()
-    except SystemExit as exc:
-        if exc.code:
-            raise
-    from tsnctl.predict import STAGE_SECONDS
-
-    Path(result_file).write_text(json.dumps(STAGE_SECONDS))
 
 
 def run_once(variant: PredictVariant, result_file: Path) -> PredictRun:

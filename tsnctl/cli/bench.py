@@ -207,3 +207,4 @@ def bench_predict(
                       f"{v.ratio_to_eager:.2f}x")
     out_console.print(table)
     _write_json(json_file, result)
+

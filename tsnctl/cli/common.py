@@ -8,7 +8,7 @@ import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 import yaml
@@ -40,6 +40,12 @@ OverrideOpt = Annotated[list[str] | None, typer.Option(
 WEIGHTS_HELP = ("Weights: a tsnctl checkpoint, a reference .pdparams, an MMAction2 TSN checkpoint or a torchvision "
                 "ResNet state dict (the format is read from the file; -c gives the network of formats without a "
                 "config).")
+
+
+WeightsOpt = Annotated[Path | None, typer.Option("--weights", "-w", help=WEIGHTS_HELP)]
+
+
+ProviderOpt = Annotated[str, typer.Option(help="onnxruntime provider for -m: cpu, cuda or tensorrt.")]
 
 
 DeviceOpt = Annotated[str | None, typer.Option("--device", help="auto, cpu, cuda or cuda:N (default: the "
@@ -135,11 +141,9 @@ def build_config(config: Path | None, overrides: list[str] | None, device: str |
 def load_weights(weights: Path, config: Path | None, overrides: list[str] | None):
     """A model for test/export/predict: with -c, that config (its model section must fit the weights);
     without, the config stored with the weights; -o overrides apply on top of either."""
-    from tsnctl.weights import load_for_inference
+    from tsnctl.workflow import load_model
 
-    if config is not None:
-        return load_for_inference(weights, build_config(config, overrides))
-    return load_for_inference(weights, None, overrides=overrides)
+    return load_model(weights, build_config(config, overrides) if config is not None else None, overrides)
 
 
 def silent(task: str, done: int, total: int, status: str = "") -> None:
@@ -209,19 +213,16 @@ def set_train_features(cfg: Config, amp: str | None, channels_last: bool | None,
 def run_on_ranks(cfg: Config, layout: tuple, entry: Callable, *args):
     """``entry(cfg_dict, *args)`` here, under an outside torchrun/srun, or in the workers started for
     ``layout`` = (gpus, nproc, nnodes, node_rank, master_addr, master_port, rdzv_endpoint)."""
-    from tsnctl.engine.distributed import is_main, launch, launch_plan, process_group
+    from tsnctl.launch import run_on_ranks as run
 
     if layout[1] is not None and layout[1] < 1:
         raise UserError(f"--nproc {layout[1]}: must be at least 1")
-    plan = launch_plan(cfg.train.device, *layout)
-    level = log.getEffectiveLevel()
-    if plan is not None:
-        cfg.train.device = plan.device
-        return launch(plan, entry, (cfg.to_dict(), *args), functools.partial(_worker_console, level))
-    with process_group(cfg.train.device):
-        with rich_progress() if is_main() else _no_console() as progress:
-            result = entry(cfg.to_dict(), *args, progress=progress)
-        return result if is_main() else None  # under torchrun/srun, rank 0 prints the results
+    return run(cfg, layout, entry, *args, ui=console_ui())
+
+
+def console_ui() -> Callable[[], Any]:
+    """The progress bars and log lines of rank 0, as a factory that travels into spawned workers."""
+    return functools.partial(_worker_console, log.getEffectiveLevel())
 
 
 @contextmanager
@@ -230,11 +231,6 @@ def _worker_console(level: int) -> Iterator[ProgressFn]:
     setup_logging(level)
     with rich_progress() as progress:
         yield progress
-
-
-@contextmanager
-def _no_console() -> Iterator[ProgressFn]:
-    yield silent
 
 
 def setup_logging(level: int) -> None:

@@ -23,7 +23,7 @@ def demo_data(
                                            "down, zoom in/out), which TSN cannot learn and TSM can.")] = "shapes",
 ) -> None:
     """Render a small synthetic action dataset as mp4 clips (--kind shapes or direction)."""
-    from tsnctl.demo_data import make_demo_data
+    from tsnctl.demo.data import make_demo_data
 
     with rich_progress() as progress:
         summary = make_demo_data(out, train_per_class, val_per_class, seed, progress, kind)
@@ -59,8 +59,8 @@ def extract_frames(
 
     Runs on one OUT (shards, a second run) never write the same clip at once.
     """
-    from tsnctl.extract import extract_frames as run
-    from tsnctl.shards import parse_shard
+    from tsnctl.prepare.extract import extract_frames as run
+    from tsnctl.prepare.shards import parse_shard
 
     shard_spec = parse_shard(shard) if shard else None
     if dry_run:
@@ -86,7 +86,7 @@ def extract_frames(
 
 
 def _extract_dry_run(src: Path, root: str, short_side: int, quality: int) -> None:
-    from tsnctl.extract_estimate import estimate_extraction
+    from tsnctl.prepare.estimate import estimate_extraction
 
     with rich_progress() as progress:
         est = estimate_extraction(src, root, short_side, quality, progress=progress)
@@ -106,8 +106,8 @@ def merge_lists(
     allow_missing: Annotated[bool, typer.Option(help="Merge even when some videos are in no shard list.")] = False,
 ) -> None:
     """Join the frame lists of sharded extractions into the list one machine would have written."""
-    from tsnctl.extract import find_jobs
-    from tsnctl.shards import merge_frame_lists
+    from tsnctl.prepare.extract import find_jobs
+    from tsnctl.prepare.shards import merge_frame_lists
     from tsnctl.textfiles import write_atomic
 
     jobs, _ = find_jobs(src, root)
@@ -136,7 +136,7 @@ def check(
     Labels are checked against model.num_classes (-c CONFIG or -o model.num_classes=N). Exits 1 when any
     line has a problem (all are in the report CSV), 0 when every clip is usable.
     """
-    from tsnctl.check import check_list
+    from tsnctl.prepare.check import check_list
 
     cfg = build_config(config, override)
     fmt = fmt or cfg.data.format

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated
 
@@ -20,26 +19,26 @@ from tsnctl.cli.common import (
     NodeRankOpt,
     NprocOpt,
     OverrideOpt,
+    ProviderOpt,
     RdzvOpt,
+    WeightsOpt,
     build_config,
     cli_errors,
+    console_ui,
     err_console,
     load_weights,
     out_console,
-    rich_progress,
-    run_on_ranks,
 )
-from tsnctl.config import validate
 from tsnctl.errors import UserError
 
 
 @cli_errors
 def test(
-    weights: Annotated[Path | None, typer.Option("--weights", "-w", help=WEIGHTS_HELP)] = None,
+    weights: WeightsOpt = None,
     model: Annotated[Path | None, typer.Option(
         "--model", "-m", help="Or an ONNX model from 'tsnctl export' (own test protocol; -c gives the lists).",
     )] = None,
-    provider: Annotated[str, typer.Option(help="onnxruntime provider for -m: cpu, cuda or tensorrt.")] = "cpu",
+    provider: ProviderOpt = "cpu",
     config: ConfigOpt = None,
     override: OverrideOpt = None,
     crop: Annotated[str | None, typer.Option(help="ten (TenCrop), three (ThreeCrop) or center (CenterCrop); "
@@ -74,43 +73,27 @@ def test(
     into --report-dir. Unreadable videos are excluded (never replaced) and listed; then the exit
     code is 1 unless --allow-missing.
     """
-    from tsnctl.engine.distributed import evaluate_entry
-    from tsnctl.engine.evaluate import run_test
-    from tsnctl.reports import summary, write_report
-    from tsnctl.runtime import OnnxClassifier, apply_protocol, class_names, inference_session, model_metadata
+    from tsnctl.workflow import test_command
 
-    if (weights is None) == (model is None):
-        raise UserError("give exactly one of -w CHECKPOINT or -m MODEL.onnx")
-    if model is not None:
-        session = inference_session(model, provider)
-        meta = model_metadata(session, model)
-        cfg = apply_protocol(build_config(config, override), meta)
-        classifier, names = OnnxClassifier(session), class_names(meta)
-    else:
-        loaded = load_weights(weights, config, override)
-        cfg, classifier, names = loaded.cfg, loaded.model, loaded.class_names
-    if device:
-        cfg.train.device = device
-    if crop is not None:
-        cfg.test.crop = crop
-    if num_seg is not None:
-        cfg.test.num_seg = num_seg
-    if data_root is not None:
-        cfg.data.root = str(data_root)
-    if max_views_per_batch is not None:
-        cfg.test.max_views_per_batch = max_views_per_batch
-    validate(cfg)
+    cfg = build_config(config, override) if config is not None or model is not None else None
+    values = {"train.device": device, "test.crop": crop, "test.num_seg": num_seg, "data.root": data_root,
+              "test.max_views_per_batch": max_views_per_batch}
     layout = (gpus, nproc, nnodes, node_rank, master_addr, master_port, rdzv_endpoint)
-    if model is not None:
-        if layout != (None, None, "1", 0, "", 29500, ""):
-            raise UserError("--gpus/--nproc/--nnodes test checkpoints (-w); an ONNX model (-m) runs in one process")
-        with rich_progress() as progress:
-            result = run_test(classifier, cfg, str(list_file or ""), save_scores, progress)
-    else:
-        result = run_on_ranks(cfg, layout, evaluate_entry, str(weights), str(list_file or ""),
-                               str(save_scores) if save_scores else None)
-    if result is None:
+    run = test_command(weights, model, cfg, override, values, list_file, save_scores, report_dir, metrics_json,
+                       provider, layout, console_ui())
+    if run is None:
         return
+    result = run.result
+    _print_result(result)
+    _print_report(run.report)
+    if result.excluded and not allow_missing:
+        raise UserError(f"{len(result.excluded)} of {result.num_listed} videos could not be read and were "
+                        "excluded (listed above); the metrics cover the rest; --allow-missing accepts this",
+                        exit_code=1)
+
+
+def _print_result(result) -> None:
+    """The unreadable videos (stderr), then the headline metrics as a table."""
     for clip in result.excluded:
         err_console.print(f"[red]excluded:[/] {clip.reason}", highlight=False, soft_wrap=True)
     counted = (f"{result.num_videos} of {result.num_listed} videos ({len(result.excluded)} unreadable, excluded)"
@@ -121,22 +104,11 @@ def test(
         table.add_column(column, justify="right")
     table.add_row(f"{result.top1:.2f}%", f"{result.top5:.2f}%", f"{result.mean_class:.2f}%")
     out_console.print(table)
-    report = write_report(result, names, report_dir or (weights or model).parent
-                          / f"test_{Path(list_file or cfg.data.test_list).stem}")
-    _print_report(report)
-    if metrics_json:
-        metrics_json.write_text(json.dumps({**summary(result), "listed": result.num_listed,
-                                            "excluded": [{"path": c.name, "reason": c.reason}
-                                                         for c in result.excluded]}, indent=2))
-    if result.excluded and not allow_missing:
-        raise UserError(f"{len(result.excluded)} of {result.num_listed} videos could not be read and were "
-                        "excluded (listed above); the metrics cover the rest; --allow-missing accepts this",
-                        exit_code=1)
 
 
 def _print_report(report, rows: int = 5) -> None:
     """The weakest classes and the most confused pairs of a test report, as Rich tables."""
-    from tsnctl.reports import class_order
+    from tsnctl.engine.reports import class_order
 
     weakest = Table(title="weakest classes (all: per_class.csv)", title_justify="left")
     for column, justify in (("class", "left"), ("videos", "right"), ("top-1", "right"), ("top-5", "right"),
@@ -170,7 +142,7 @@ def export(
                                                       "same top-1).")] = False,
 ) -> None:
     """Export a checkpoint to ONNX (input [N, views, 3, H, W]) and verify it with onnxruntime."""
-    from tsnctl.export import to_onnx
+    from tsnctl.deploy.export import to_onnx
 
     report = to_onnx(load_weights(weights, config, override), output, fp16=fp16)
     out_console.print(f"exported {report.path} ({'fp16' if fp16 else 'fp32'}, input clips {report.input_shape}); "
@@ -190,7 +162,7 @@ def convert_weights(
                            "output file here).")] = None,
 ) -> None:
     """Convert foreign weights into a tsnctl checkpoint (with config and class names) for test/export/predict -w."""
-    from tsnctl.weights import convert_weights as run
+    from tsnctl.weights.load import convert_weights as run
 
     report = run(src, output, build_config(config, override) if config else None, labels,
                  None if config else override)

@@ -12,13 +12,14 @@ import typer
 from rich.table import Table
 
 from tsnctl.cli.common import (
-    WEIGHTS_HELP,
     ConfigOpt,
     DeviceOpt,
     OverrideOpt,
+    ProviderOpt,
+    WeightsOpt,
+    build_config,
     cli_errors,
     err_console,
-    load_weights,
     log,
     out_console,
     rich_progress,
@@ -32,7 +33,7 @@ def predict(
     clips: Annotated[list[Path] | None, typer.Argument(help="Video files or frame folders to classify; a .txt "
                                                             "list of them ('<path> [label]' lines); any other "
                                                             "folder stands for every video under it.")] = None,
-    weights: Annotated[Path | None, typer.Option("--weights", "-w", help=WEIGHTS_HELP)] = None,
+    weights: WeightsOpt = None,
     model: Annotated[Path | None, typer.Option("--model", "-m", help="An ONNX model from 'tsnctl export'.")] = None,
     config: ConfigOpt = None,
     override: OverrideOpt = None,
@@ -47,7 +48,7 @@ def predict(
     as_json: Annotated[bool, typer.Option("--json", help="Print only JSON to stdout (one object per line "
                                                           "with --stream).")] = False,
     device: DeviceOpt = None,
-    provider: Annotated[str, typer.Option(help="onnxruntime provider for -m: cpu, cuda or tensorrt.")] = "cpu",
+    provider: ProviderOpt = "cpu",
     backend: Annotated[str, typer.Option(help="CPU inference of -w: fast (BatchNorm and input normalization "
                                               "folded into the convolutions, NHWC, views in chunks; same logits "
                                               "within 1e-4) or eager (the model as trained).")] = "fast",
@@ -68,39 +69,16 @@ def predict(
     is printed every --stride frames over the last --window frames, until the stream ends
     (or Ctrl-C).
     """
-    if backend == "fast":
-        # Before torch loads OpenMP: its threads sleep between operations instead of spinning. With more busy
-        # threads than cores, spinning threads hold the cores the others wait for (measured: 2.5x slower).
-        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    from tsnctl.data.dataset import ClipSettings
+    _set_backend(backend)
     from tsnctl.data.lists import read_labels
-    from tsnctl.engine.loaders import resolve_device
-    from tsnctl.infer import BACKENDS
-    from tsnctl.predict import expand_clips, onnx_predictor, timed, torch_predictor, write_predictions_csv
-    from tsnctl.predict import predict as run
+    from tsnctl.deploy.predict import expand_clips
+    from tsnctl.deploy.predict import predict as run
+    from tsnctl.workflow import predictor as load_predictor
 
-    if backend not in BACKENDS:
-        raise UserError(f"--backend {backend!r}: choose one of {', '.join(BACKENDS)}")
-    if (weights is None) == (model is None):
-        raise UserError("give exactly one of -w CHECKPOINT or -m MODEL.onnx")
-    topk = topk if topk is not None else 1 if preset == "paddlevideo" else 5
-    if topk < 1:
-        raise UserError("--topk must be at least 1")
-    if bool(clips) == (stream is not None):
-        raise UserError("give clips to classify or --stream SOURCE (not both)")
-    if stream is not None and (preset != "test" or num_seg is not None):
-        raise UserError("--preset and --num-seg apply to clips, not to --stream")
-    with timed("load"):
-        if model is not None:
-            predictor = onnx_predictor(model, provider)
-        else:
-            loaded = load_weights(weights, config, override)
-            cfg = loaded.cfg
-            settings = ClipSettings(cfg.data.format, cfg.test.num_seg, cfg.data.short_side, cfg.data.crop_size,
-                                    crop=cfg.test.crop, image_template=cfg.data.image_template)
-            predictor = torch_predictor(loaded.model, settings, loaded.class_names,
-                                        resolve_device(device or cfg.train.device), backend)
-            del loaded
+    topk = _checked_topk(weights is not None, model is not None, topk, preset, bool(clips), stream is not None,
+                         num_seg)
+    predictor = load_predictor(weights, model, build_config(config, override) if config is not None else None,
+                               override, provider, device, backend)
     names = read_labels(labels) if labels else None
     if stream is not None:
         _predict_stream(predictor, stream, stride, window, topk, names, save_video, output, as_json)
@@ -109,6 +87,24 @@ def predict(
     with rich_progress() as progress:
         results = run(predictor, clips, topk, names, progress if len(clips) > 1 else silent,
                       preset, num_seg)
+    _show_predictions(results, output, as_json)
+
+
+def _set_backend(backend: str) -> None:
+    """Check ``--backend``. For ``fast``, before torch loads OpenMP, its threads are set to sleep between
+    operations instead of spinning: with more busy threads than cores, spinning threads hold the cores the
+    others wait for (measured: 2.5x slower)."""
+    if backend == "fast":
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    from tsnctl.deploy.infer import BACKENDS
+
+    if backend not in BACKENDS:
+        raise UserError(f"--backend {backend!r}: choose one of {', '.join(BACKENDS)}")
+
+def _show_predictions(results: list[dict], output: Path | None, as_json: bool) -> None:
+    """Write the CSV, print JSON or tables, and fail (exit 1) when some clips could not be read."""
+    from tsnctl.deploy.predict import write_predictions_csv
+
     if output:
         write_predictions_csv(results, output)
     if as_json:
@@ -119,6 +115,21 @@ def predict(
     if failed:
         raise UserError(f"{len(failed)} of {len(results)} clips could not be read"
                         f"{' (see their error entries)' if as_json else ' (listed above)'}", exit_code=1)
+
+
+def _checked_topk(has_weights: bool, has_model: bool, topk: int | None, preset: str, has_clips: bool,
+                  has_stream: bool, num_seg: int | None) -> int:
+    """The options that contradict each other, checked before any model loads; returns the top-k to show."""
+    if has_weights == has_model:
+        raise UserError("give exactly one of -w CHECKPOINT or -m MODEL.onnx")
+    topk = topk if topk is not None else 1 if preset == "paddlevideo" else 5
+    if topk < 1:
+        raise UserError("--topk must be at least 1")
+    if has_clips == has_stream:
+        raise UserError("give clips to classify or --stream SOURCE (not both)")
+    if has_stream and (preset != "test" or num_seg is not None):
+        raise UserError("--preset and --num-seg apply to clips, not to --stream")
+    return topk
 
 
 def _print_predictions(results: list[dict]) -> None:
@@ -140,8 +151,8 @@ def _print_predictions(results: list[dict]) -> None:
 def _predict_stream(predictor, source: str, stride: int, window: int, topk: int, names: list[str] | None,
                     save_video: Path | None, output: Path | None, as_json: bool) -> None:
     """Print each prediction of ``stream_predict`` as it comes (a line, or a JSON object per line)."""
-    from tsnctl.predict import write_predictions_csv
-    from tsnctl.stream import stream_predict
+    from tsnctl.deploy.predict import write_predictions_csv
+    from tsnctl.deploy.stream import stream_predict
 
     window = window or 2 * predictor.settings.num_seg
     rows = []

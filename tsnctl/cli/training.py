@@ -71,7 +71,7 @@ def train(
     Ctrl-C or SIGTERM saves last.pt and stops; --resume continues exactly where it stopped.
     """
     from tsnctl.config import validate as validate_config
-    from tsnctl.engine.distributed import train_entry
+    from tsnctl.launch import train_entry
 
     cfg = build_config(config, override, device)
     set_train_features(cfg, amp, channels_last, accumulate, compile_model, sync_bn, auto_scale_lr)
@@ -98,7 +98,7 @@ def plot(
                                                 "several).")] = None,
 ) -> None:
     """Redraw the loss and top-1/top-5 curves of one run, or overlay several runs in one figure."""
-    from tsnctl.plots import plot_runs
+    from tsnctl.engine.plots import plot_runs
 
     target = output or (runs[0] / "curves.png" if len(runs) == 1 else Path("curves.png"))
     out_console.print(f"wrote {plot_runs(runs, target)}", highlight=False)

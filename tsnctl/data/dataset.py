@@ -29,7 +29,7 @@ from torch.utils.data import Dataset, get_worker_info
 from tsnctl.data.decode import read_frame_folder, read_video
 from tsnctl.data.lists import Sample
 from tsnctl.data.presets import VIEWS_PER_FRAME, eval_preset, train_preset
-from tsnctl.data.sampling import eval_indices, sample_rng, train_indices
+from tsnctl.data.sampling import eval_indices, frame_indices, sample_rng
 from tsnctl.data.transforms import scale_into, scaled_size
 from tsnctl.data.views import FrameViews, view_groups
 from tsnctl.errors import UserError
@@ -201,14 +201,7 @@ def load_clip(sample: Sample, settings: ClipSettings, rng: np.random.Generator,
     """Sample, decode and transform one clip: uint8 ``[T', 3, crop, crop]``, written into ``out``
     (``[T', crop, crop, 3]`` uint8) when given."""
     s = settings
-    if s.mode == "train":
-        def index_fn(n: int) -> list[int]:
-            return train_indices(n, s.num_seg, rng)
-    else:
-        def index_fn(n: int) -> list[int]:
-            return eval_indices(n, s.num_seg)
-
-    frames = read_clip_frames(sample, s.fmt, index_fn, s.image_template, s.dct_short_side)
+    frames = read_clip_frames(sample, s.fmt, frame_indices(s.mode, s.num_seg, rng), s.image_template, s.dct_short_side)
     if s.mode == "train":
         return train_preset(frames, s.short_side, s.crop_size, rng, out)
     return eval_preset(frames, s.short_side, s.crop_size, s.crop, out)

@@ -31,7 +31,7 @@ from tsnctl.data.dataset import BadClip, ClipSettings, SampleDataset
 from tsnctl.data.decode import read_frame_folder, read_video
 from tsnctl.data.device_transforms import ClipPlan, apply_plan
 from tsnctl.data.lists import Sample
-from tsnctl.data.sampling import eval_indices, sample_rng, train_indices
+from tsnctl.data.sampling import frame_indices, sample_rng
 from tsnctl.data.transforms import multi_scale_crop_box, scaled_size
 from tsnctl.data.views import view_groups
 from tsnctl.errors import UserError
@@ -69,8 +69,10 @@ def encode_clip(index: int, sample: Sample, settings: ClipSettings, rng: np.rand
     s = settings
     picked: list[int] = []
 
+    indices = frame_indices(s.mode, s.num_seg, rng)
+
     def index_fn(n: int) -> list[int]:
-        picked[:] = train_indices(n, s.num_seg, rng) if s.mode == "train" else eval_indices(n, s.num_seg)
+        picked[:] = indices(n)
         return picked
 
     if s.fmt == "frames":

@@ -6,6 +6,8 @@ Sampling is deterministic given (seed, epoch, index), so runs and resumed runs s
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 
@@ -40,3 +42,11 @@ def short_clip_indices(num_frames: int, num_seg: int) -> list[int]:
 def sample_rng(seed: int, epoch: int, index: int) -> np.random.Generator:
     """The random stream for one clip in one epoch, independent of worker count and order."""
     return np.random.default_rng([seed, epoch, index])
+
+
+def frame_indices(mode: str, num_seg: int, rng: np.random.Generator | None = None) -> Callable[[int], list[int]]:
+    """A clip's frame-index function: random segments in ``train`` mode (drawn from ``rng``), centred otherwise."""
+    if mode == "train":
+        assert rng is not None, "train mode draws its segments from an rng"
+        return lambda num_frames: train_indices(num_frames, num_seg, rng)
+    return lambda num_frames: eval_indices(num_frames, num_seg)

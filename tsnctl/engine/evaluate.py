@@ -14,13 +14,15 @@ from pathlib import Path
 
 import torch
 
-from tsnctl.config import Config
-from tsnctl.data.dataset import BadClip, ClipSettings
+from tsnctl.config import TEST_CROPS, Config
+from tsnctl.data.dataset import BadClip
 from tsnctl.data.presets import VIEWS_PER_FRAME
+from tsnctl.data.splits import clip_settings
 from tsnctl.data.views import FrameViews
-from tsnctl.engine.distributed import all_ranks, check_shared_memory, gather_by_index, is_main, local_world_size
 from tsnctl.engine.loaders import clip_loader, model_input, read_split, resolve_decode_device, resolve_device
 from tsnctl.engine.metrics import accuracy, mean_class_accuracy
+from tsnctl.engine.parallel import check_shared_memory
+from tsnctl.engine.ranks import all_ranks, gather_by_index, is_main, local_world_size
 from tsnctl.errors import UserError
 from tsnctl.models.tsm import clip_length, set_num_segments
 from tsnctl.progress import ProgressFn, no_progress
@@ -113,9 +115,7 @@ def run_test(model: torch.nn.Module, cfg: Config, list_file: str = "", save_scor
     """Score every clip of the test list with ``cfg.test``'s protocol (features averaged over all views)."""
     device = resolve_device(cfg.train.device)
     samples = read_split(cfg, list_file or cfg.data.test_list, "test")
-    settings = ClipSettings(cfg.data.format, cfg.test.num_seg, cfg.data.short_side, cfg.data.crop_size,
-                            crop=cfg.test.crop, image_template=cfg.data.image_template,
-                            jpeg_dct_scale=cfg.data.jpeg_dct_scale)
+    settings = clip_settings(cfg, "test")
     crops = VIEWS_PER_FRAME[cfg.test.crop]
     check_shared_memory(cfg.data.num_workers, cfg.test.batch_size, cfg.test.num_seg * crops, cfg.data.crop_size,
                         local_world_size())
@@ -130,7 +130,7 @@ def run_test(model: torch.nn.Module, cfg: Config, list_file: str = "", save_scor
                         exit_code=1)
     excluded = {clip.index for clip in bad}
     kept = [s.name for i, s in enumerate(samples) if i not in excluded]
-    crop_name = {"ten": "TenCrop", "three": "ThreeCrop", "center": "CenterCrop"}[cfg.test.crop]
+    crop_name = TEST_CROPS[cfg.test.crop]
     protocol = (f"{cfg.test.num_seg} segments x {crops} crop{'s' if crops > 1 else ''} ({crop_name}) = "
                 f"{cfg.test.num_seg * crops} views per video")
     result = TestResult(accuracy(logits, labels, 1), accuracy(logits, labels, 5),

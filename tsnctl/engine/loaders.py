@@ -15,7 +15,7 @@ from tsnctl.data.device_path import DeviceLoader, EncodedClipDataset, keep_list
 from tsnctl.data.lists import Sample, read_labels, read_list
 from tsnctl.data.transforms import normalize
 from tsnctl.data.views import FrameViews
-from tsnctl.engine.distributed import rank, world_size
+from tsnctl.engine.ranks import rank, world_size
 from tsnctl.errors import UserError
 
 

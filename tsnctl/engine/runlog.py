@@ -13,7 +13,7 @@ import logging
 from dataclasses import astuple, dataclass, fields
 from pathlib import Path
 
-from tsnctl.plots import read_metrics, write_curves
+from tsnctl.engine.plots import read_metrics, write_curves
 
 log = logging.getLogger("tsnctl")
 

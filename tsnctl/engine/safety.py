@@ -17,7 +17,7 @@ from pathlib import Path
 from types import FrameType
 
 from tsnctl.data.dataset import BadClip
-from tsnctl.engine import distributed as dist
+from tsnctl.engine import ranks as dist
 from tsnctl.errors import UserError
 
 log = logging.getLogger("tsnctl")

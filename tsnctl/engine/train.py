@@ -18,14 +18,15 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
 
 from tsnctl.config import Config, save_config
-from tsnctl.data.dataset import ClipSettings
-from tsnctl.engine import distributed as dist
-from tsnctl.engine.checkpoint import load_checkpoint, save_checkpoint
+from tsnctl.data.splits import clip_settings
+from tsnctl.engine import parallel
+from tsnctl.engine import ranks as dist
 from tsnctl.engine.evaluate import evaluate_all
 from tsnctl.engine.loaders import (
     class_names,
@@ -43,8 +44,10 @@ from tsnctl.engine.runlog import IntervalStats, RunLog
 from tsnctl.engine.safety import BadSampleLog, StopRequest, check_loss, step_consensus, stop_if_requested
 from tsnctl.errors import UserError
 from tsnctl.models.tsm import set_num_segments
-from tsnctl.models.tsn import TSN, build_model
+from tsnctl.models.tsn import TSN
 from tsnctl.progress import ProgressFn, no_progress
+from tsnctl.weights.checkpoint import load_checkpoint, save_checkpoint
+from tsnctl.weights.init import build_model
 
 log = logging.getLogger("tsnctl")
 
@@ -78,113 +81,123 @@ class TrainResult:
     step_losses: list[float]  # training loss of every step of this run, averaged over ranks
 
 
+@dataclass
+class _Run:
+    """What a training run carries from epoch to epoch and into every checkpoint."""
+
+    cfg: Config
+    output_dir: Path
+    model: TSN
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    scaler: torch.amp.GradScaler
+    names: list[str]
+    best_top1: float | None = None
+    global_step: int = 0
+
+    def save(self, paths: list[Path], epoch: int, pos: EpochPosition) -> None:
+        """Everything a resume needs; ``epoch`` counts completed epochs, ``step`` the micro-batches into the
+        next. Called on every rank (each one's RNG state is kept); rank 0 writes."""
+        rngs = dist.all_ranks([rng_state()])
+        state = {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                 "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(), "epoch": epoch,
+                 "step": pos.step, "global_step": self.global_step, "epoch_sums": dict(pos.sums), "rng": rngs[0],
+                 "rng_ranks": rngs, "config": self.cfg.to_dict(), "class_names": self.names,
+                 "best_top1": self.best_top1}
+        for path in paths if dist.is_main() else []:
+            save_checkpoint(path, state)
+
+    def after_step(self, epoch: int, pos: EpochPosition, stop: StopRequest) -> None:
+        """After each optimizer step: a mid-epoch checkpoint every ``checkpoint_steps``, and stop signals."""
+        self.global_step += 1
+        stopping = stop.requested if dist.world_size() == 1 else pos.stop
+        every = self.cfg.train.checkpoint_steps
+        if stopping or (every and self.global_step % every == 0):
+            self.save([self.output_dir / "last.pt"], epoch, pos)
+            log.debug("saved last.pt at epoch %d step %d", epoch + 1, pos.step)
+        if stopping:
+            stop_if_requested(stop, self.output_dir, epoch, pos.step)
+
+
 def train(cfg: Config, output_dir: str | Path, validate: bool = False, resume: bool | str | Path = False,
           progress: ProgressFn = no_progress) -> TrainResult:
     """Train a TSN as configured; returns where it wrote and the validation results.
 
     ``resume``: True continues from the newest checkpoint in ``output_dir``, a path from that file.
-    In a process group (see ``tsnctl.engine.distributed``) every rank trains on its share of each global
+    In a process group (see ``tsnctl.engine.ranks``) every rank trains on its share of each global
     batch; only rank 0 logs, reports progress and writes files.
     """
     progress = dist.progress_or_silent(progress)
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     device = resolve_device(cfg.train.device)
-    names = class_names(cfg)
     torch.manual_seed(cfg.train.seed)
-
-    train_samples = read_split(cfg, cfg.data.train_list, "train")
-    global_batch = cfg.train.batch_size * dist.world_size() * cfg.train.accumulate
-    if len(train_samples) < global_batch:
-        raise UserError(f"{cfg.data.train_list}: {len(train_samples)} clips, fewer than one batch "
-                        f"(train.batch_size={cfg.train.batch_size} x {dist.world_size()} process(es) x "
-                        f"accumulate {cfg.train.accumulate})")
-    dist.check_shared_memory(cfg.data.num_workers, cfg.train.batch_size, cfg.train.num_seg, cfg.data.crop_size,
-                             dist.local_world_size())
-    decode_on = resolve_decode_device(cfg.data.decode_device, device)
-    train_loader = clip_loader(
-        train_samples,
-        ClipSettings(cfg.data.format, cfg.train.num_seg, cfg.data.short_side, cfg.data.crop_size, mode="train",
-                     image_template=cfg.data.image_template, seed=cfg.train.seed,
-                     jpeg_dct_scale=cfg.data.jpeg_dct_scale),
-        cfg.train.batch_size, cfg.data.num_workers, shuffle=True, seed=cfg.train.seed * 100_003,
-        decode_device=decode_on)
-    val_loader = None
-    if validate:
-        val_samples = read_split(cfg, cfg.data.val_list, "val")
-        val_loader = clip_loader(
-            val_samples,
-            ClipSettings(cfg.data.format, cfg.valid.num_seg, cfg.data.short_side, cfg.data.crop_size,
-                         crop="center", image_template=cfg.data.image_template,
-                         jpeg_dct_scale=cfg.data.jpeg_dct_scale),
-            cfg.valid.batch_size, cfg.data.num_workers, decode_device=decode_on)
-
-    model = dist.prepare_model(build_model(cfg.model), device, cfg.train)
-    if dist.world_size() > 1:  # the same initial weights everywhere, but a different dropout mask per rank
-        torch.manual_seed(cfg.train.seed + dist.rank())
-    optimizer = build_optimizer(model, cfg.train, dist.scaled_lr(cfg.train))
-    scheduler = build_scheduler(optimizer, cfg.train)
-    scaler = torch.amp.GradScaler(device.type, enabled=cfg.train.amp == "fp16")
-    start_epoch, best_top1, global_step, position = 0, None, 0, EpochPosition()
-    if resume:
-        path = newest_checkpoint(output_dir) if resume is True else Path(resume)
-        start_epoch, best_top1, global_step, position = _resume(path, model, optimizer, scheduler, scaler)
-        if dist.is_main():
-            trim_metrics(output_dir / "metrics.csv", start_epoch)
-            trim_steps(output_dir / "steps.csv", start_epoch, position.step)
-        log.info("resumed from %s at epoch %d, step %d", path, start_epoch + 1, position.step)
+    train_count, train_loader, val_loader = _loaders(cfg, device, validate)
+    run = _new_run(cfg, output_dir, device)
+    start_epoch, position = _resume(run, resume) if resume else (0, EpochPosition())
     if dist.is_main():
         save_config(cfg, output_dir / "config.yaml")
     run_log = RunLog(output_dir) if dist.is_main() else None  # curves, steps.csv, TensorBoard: rank 0 only
-    bad_log = BadSampleLog(output_dir / "bad_samples.csv", len(train_samples), cfg.train.max_bad_fraction,
+    bad_log = BadSampleLog(output_dir / "bad_samples.csv", train_count, cfg.train.max_bad_fraction,
                            resume=bool(resume))
-    net = dist.parallel_model(model, device, cfg.train)
-
-    def save(paths: list[Path], epoch: int, pos: EpochPosition) -> None:
-        """Everything a resume needs; ``epoch`` counts completed epochs, ``step`` the micro-batches into the
-        next. Called on every rank (each one's RNG state is kept); rank 0 writes."""
-        rngs = dist.all_ranks([rng_state()])
-        state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                 "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "epoch": epoch,
-                 "step": pos.step, "global_step": global_step, "epoch_sums": dict(pos.sums), "rng": rngs[0],
-                 "rng_ranks": rngs, "config": cfg.to_dict(), "class_names": names, "best_top1": best_top1}
-        for path in paths if dist.is_main() else []:
-            save_checkpoint(path, state)
-
-    def after_step(epoch: int, pos: EpochPosition) -> None:
-        """After each optimizer step: a mid-epoch checkpoint every ``checkpoint_steps``, and stop signals."""
-        nonlocal global_step
-        global_step += 1
-        stopping = stop.requested if dist.world_size() == 1 else pos.stop
-        every = cfg.train.checkpoint_steps
-        if stopping or (every and global_step % every == 0):
-            save([output_dir / "last.pt"], epoch, pos)
-            log.debug("saved last.pt at epoch %d step %d", epoch + 1, pos.step)
-        if stopping:
-            stop_if_requested(stop, output_dir, epoch, pos.step)
-
+    net = parallel.parallel_model(run.model, device, cfg.train)
     last_val_top1, step_losses = None, []
     with StopRequest() as stop:
         for epoch in range(start_epoch, cfg.train.epochs):
             set_loader_epoch(train_loader, epoch, position.step)  # order fixed by (seed, epoch): resumable
-            stats = train_one_epoch(net, train_loader, optimizer, device, epoch, cfg, progress, scaler, run_log,
-                                    position, lambda pos, epoch=epoch: after_step(epoch, pos), bad_log, stop)
+            stats = train_one_epoch(net, train_loader, run.optimizer, device, epoch, cfg, progress, run.scaler,
+                                    run_log, position, lambda pos, epoch=epoch: run.after_step(epoch, pos, stop),
+                                    bad_log, stop)
             step_losses += stats.step_losses
-            scheduler.step()
+            run.scheduler.step()
             position = EpochPosition()
             bad_log.flush(epoch)
-            best_top1, last_val_top1, improved = _end_epoch(epoch, stats, model, val_loader, device, cfg,
-                                                            output_dir, best_top1, bad_log, progress)
+            run.best_top1, last_val_top1, improved = _end_epoch(epoch, stats, run.model, val_loader, device, cfg,
+                                                                output_dir, run.best_top1, bad_log, progress)
             periodic = cfg.train.save_interval > 0 and (epoch + 1) % cfg.train.save_interval == 0
-            save([output_dir / "last.pt"] + [output_dir / "best.pt"] * improved
-                 + [output_dir / f"epoch_{epoch + 1}.pt"] * periodic, epoch + 1, position)
+            run.save([output_dir / "last.pt"] + [output_dir / "best.pt"] * improved
+                     + [output_dir / f"epoch_{epoch + 1}.pt"] * periodic, epoch + 1, position)
             if run_log is not None:
                 run_log.end_epoch(epoch + 1)
             if step_consensus(1, stop)[1]:
                 stop_if_requested(stop, output_dir, epoch + 1, 0)
     if run_log is not None:
         run_log.close()
-    return TrainResult(output_dir, cfg.train.epochs - start_epoch, best_top1, last_val_top1, step_losses)
+    return TrainResult(output_dir, cfg.train.epochs - start_epoch, run.best_top1, last_val_top1, step_losses)
+
+
+def _loaders(cfg: Config, device: torch.device, validate: bool) -> tuple[int, Any, Any]:
+    """The number of training clips, their loader (checked: one global batch, fits shared memory), the valid one."""
+    train_samples = read_split(cfg, cfg.data.train_list, "train")
+    global_batch = cfg.train.batch_size * dist.world_size() * cfg.train.accumulate
+    if len(train_samples) < global_batch:
+        raise UserError(f"{cfg.data.train_list}: {len(train_samples)} clips, fewer than one batch "
+                        f"(train.batch_size={cfg.train.batch_size} x {dist.world_size()} process(es) x "
+                        f"accumulate {cfg.train.accumulate})")
+    parallel.check_shared_memory(cfg.data.num_workers, cfg.train.batch_size, cfg.train.num_seg, cfg.data.crop_size,
+                                 dist.local_world_size())
+    decode_on = resolve_decode_device(cfg.data.decode_device, device)
+    train_loader = clip_loader(train_samples, clip_settings(cfg, "train"), cfg.train.batch_size,
+                               cfg.data.num_workers, shuffle=True, seed=cfg.train.seed * 100_003,
+                               decode_device=decode_on)
+    val_loader = None
+    if validate:
+        val_samples = read_split(cfg, cfg.data.val_list, "val")
+        val_loader = clip_loader(val_samples, clip_settings(cfg, "valid"), cfg.valid.batch_size,
+                                 cfg.data.num_workers, decode_device=decode_on)
+    return len(train_samples), train_loader, val_loader
+
+
+def _new_run(cfg: Config, output_dir: Path, device: torch.device) -> _Run:
+    """The model on its device, its optimizer, lr schedule and loss scaler."""
+    names = class_names(cfg)
+    model = parallel.prepare_model(build_model(cfg.model), device, cfg.train)
+    if dist.world_size() > 1:  # the same initial weights everywhere, but a different dropout mask per rank
+        torch.manual_seed(cfg.train.seed + dist.rank())
+    optimizer = build_optimizer(model, cfg.train, parallel.scaled_lr(cfg.train))
+    scheduler = build_scheduler(optimizer, cfg.train)
+    scaler = torch.amp.GradScaler(device.type, enabled=cfg.train.amp == "fp16")
+    return _Run(cfg, output_dir, model, optimizer, scheduler, scaler, names)
 
 
 def _end_epoch(epoch: int, stats: EpochStats, model: TSN, val_loader, device: torch.device, cfg: Config,
@@ -261,17 +274,7 @@ def train_one_epoch(model: nn.Module, loader, optimizer: torch.optim.Optimizer, 
         tick = time.perf_counter()
         step_time += tick - started
         pos.step = step
-        counted = max(sums["counted"], 1)
-        status = (f"loss {sums['loss'] / counted:.3f} top1 {sums['top1'] / counted:.1f} lr {lr:.4g} "
-                  f"data/step {data_time:.1f}s/{step_time:.1f}s")
-        progress(f"train {epoch + 1}/{cfg.train.epochs}", step, total, status)
-        if step % cfg.train.log_interval == 0:
-            log.info("epoch %d step %d/%d: loss %.4f top1 %.2f top5 %.2f lr %.5f", epoch + 1, step, total,
-                     sums["loss"] / counted, sums["top1"] / counted, sums["top5"] / counted, lr)
-            if run_log is not None:
-                run_log.interval(IntervalStats(epoch + 1, step, total, sums["loss"] / counted,
-                                               sums["top1"] / counted, sums["top5"] / counted, lr, data_time,
-                                               step_time))
+        _report_step(sums, epoch, step, total, lr, data_time, step_time, cfg, progress, run_log)
         if ends_group and after_step is not None:
             after_step(pos)
     counted = max(sums["counted"], 1)
@@ -279,11 +282,27 @@ def train_one_epoch(model: nn.Module, loader, optimizer: torch.optim.Optimizer, 
                       step_time, step_losses)
 
 
+def _report_step(sums: dict[str, float], epoch: int, step: int, total: int, lr: float, data_time: float,
+                 step_time: float, cfg: Config, progress: ProgressFn, run_log: RunLog | None) -> None:
+    """The progress bar after every micro-batch; the log and the run log every ``log_interval``."""
+    counted = max(sums["counted"], 1)
+    status = (f"loss {sums['loss'] / counted:.3f} top1 {sums['top1'] / counted:.1f} lr {lr:.4g} "
+              f"data/step {data_time:.1f}s/{step_time:.1f}s")
+    progress(f"train {epoch + 1}/{cfg.train.epochs}", step, total, status)
+    if step % cfg.train.log_interval == 0:
+        log.info("epoch %d step %d/%d: loss %.4f top1 %.2f top5 %.2f lr %.5f", epoch + 1, step, total,
+                 sums["loss"] / counted, sums["top1"] / counted, sums["top5"] / counted, lr)
+        if run_log is not None:
+            run_log.interval(IntervalStats(epoch + 1, step, total, sums["loss"] / counted,
+                                           sums["top1"] / counted, sums["top5"] / counted, lr, data_time,
+                                           step_time))
+
+
 def _forward_backward(model: nn.Module, scaler: torch.amp.GradScaler, clips: torch.Tensor, labels: torch.Tensor,
                       cfg: Config, ends_group: bool, epoch: int, step: int, total: int) -> list[float]:
     """One micro-batch: loss and accuracies averaged over ranks, checked finite before any gradient."""
-    with dist.no_sync_unless(model, ends_group):
-        with dist.autocast(device=clips.device, amp=cfg.train.amp):
+    with parallel.no_sync_unless(model, ends_group):
+        with parallel.autocast(device=clips.device, amp=cfg.train.amp):
             logits = model(clips).float()
         loss = nn.functional.cross_entropy(logits, labels)
         # Averaged before backward, so every rank sees a NaN on any rank and all stop at the same step.
@@ -307,22 +326,28 @@ def _optimizer_step(model: nn.Module, optimizer: torch.optim.Optimizer, scaler: 
     optimizer.zero_grad(set_to_none=True)
 
 
-def _resume(path: Path, model: TSN, optimizer, scheduler, scaler: torch.amp.GradScaler
-            ) -> tuple[int, float | None, int, EpochPosition]:
-    """Load a checkpoint into the run; returns (epochs done, best top-1, global step, position in the epoch)."""
+def _resume(run: _Run, resume: bool | str | Path) -> tuple[int, EpochPosition]:
+    """Load a checkpoint into the run; returns (epochs done, position in the epoch)."""
+    path = newest_checkpoint(run.output_dir) if resume is True else Path(resume)
     state = load_checkpoint(path)
-    model.load_state_dict(state["model"])
-    optimizer.load_state_dict(state["optimizer"])
-    scheduler.load_state_dict(state["scheduler"])
-    if scaler.is_enabled() and state.get("scaler"):  # fp16: the loss scale reached so far
-        scaler.load_state_dict(state["scaler"])
+    run.model.load_state_dict(state["model"])
+    run.optimizer.load_state_dict(state["optimizer"])
+    run.scheduler.load_state_dict(state["scheduler"])
+    if run.scaler.is_enabled() and state.get("scaler"):  # fp16: the loss scale reached so far
+        run.scaler.load_state_dict(state["scaler"])
     ranks = state.get("rng_ranks") or []
     if len(ranks) == dist.world_size():  # each rank continues its own dropout stream
         restore_rng(ranks[dist.rank()])
     elif "rng" in state and dist.world_size() == 1:
         restore_rng(state["rng"])
     position = EpochPosition(int(state.get("step", 0)), dict(state.get("epoch_sums") or EpochPosition().sums))
-    return int(state["epoch"]), state.get("best_top1"), int(state.get("global_step", 0)), position
+    start_epoch = int(state["epoch"])
+    run.best_top1, run.global_step = state.get("best_top1"), int(state.get("global_step", 0))
+    if dist.is_main():
+        trim_metrics(run.output_dir / "metrics.csv", start_epoch)
+        trim_steps(run.output_dir / "steps.csv", start_epoch, position.step)
+    log.info("resumed from %s at epoch %d, step %d", path, start_epoch + 1, position.step)
+    return start_epoch, position
 
 
 def _append_metrics(path: Path, epoch: int, split: str, loss: float, top1: float, top5: float, lr: float) -> None:

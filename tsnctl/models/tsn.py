@@ -9,36 +9,16 @@ mix neighbouring segments, so the view order matters and ``set_num_segments`` mu
 
 from __future__ import annotations
 
-import logging
-from pathlib import Path
-
 import torch
 import torchvision
 from torch import nn
 
-from tsnctl.config import ModelConfig
+from tsnctl import config
 from tsnctl.errors import UserError
 from tsnctl.models.bn import use_biased_running_var
 from tsnctl.models.tsm import add_temporal_shift
-from tsnctl.weight_formats import Weights, from_state_dict, load_into, read_weights
 
-log = logging.getLogger("tsnctl")
-
-BACKBONES = {
-    "resnet18": torchvision.models.resnet18,
-    "resnet34": torchvision.models.resnet34,
-    "resnet50": torchvision.models.resnet50,
-    "resnet101": torchvision.models.resnet101,
-    "resnet152": torchvision.models.resnet152,
-}
-
-IMAGENET_WEIGHTS = {
-    "resnet18": torchvision.models.ResNet18_Weights.IMAGENET1K_V1,
-    "resnet34": torchvision.models.ResNet34_Weights.IMAGENET1K_V1,
-    "resnet50": torchvision.models.ResNet50_Weights.IMAGENET1K_V1,
-    "resnet101": torchvision.models.ResNet101_Weights.IMAGENET1K_V1,
-    "resnet152": torchvision.models.ResNet152_Weights.IMAGENET1K_V1,
-}
+BACKBONES = {name: getattr(torchvision.models, name) for name in config.BACKBONES}  # resnet18 -> its builder
 
 
 class TSNHead(nn.Module):
@@ -87,57 +67,3 @@ class TSN(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))
-
-
-def build_model(cfg: ModelConfig) -> TSN:
-    """The TSN (or TSM) of a model config, initialised from ``cfg.init_from`` or else ``cfg.pretrained`` when set."""
-    model = TSN(cfg.backbone, cfg.num_classes, cfg.dropout, cfg.fc_std, cfg.temporal_shift, cfg.shift_div,
-                cfg.shift_place, cfg.shift_segments, cfg.bn_running_var)
-    if cfg.init_from:
-        init_from_weights(model, cfg.init_from, cfg.backbone)
-    elif cfg.pretrained:
-        load_backbone_weights(model, cfg.pretrained, cfg.backbone)
-    return model
-
-
-def load_backbone_weights(model: TSN, source: str, backbone: str) -> None:
-    """Fill every backbone parameter from ``imagenet`` or a weights file of any supported format.
-
-    A classifier head in the file (e.g. ImageNet's 1000 classes) is not used.
-    """
-    if source == "imagenet":
-        weights = from_state_dict(_imagenet_state_dict(backbone), f"ImageNet weights for {backbone}")
-    else:
-        weights = read_weights(source)
-    _load_backbone(model, weights, source, backbone)
-
-
-def init_from_weights(model: TSN, source: str, backbone: str) -> None:
-    """Start training from another model: its whole backbone, and its head when the class counts match."""
-    weights = read_weights(source)
-    _load_backbone(model, weights, source, backbone)
-    stored, wanted = weights.num_classes, model.head.fc.out_features
-    if stored is None:
-        log.info("%s: %s without a classifier head; the head starts from its random init", source, weights.fmt)
-    elif stored != wanted:
-        log.info("%s: the head has %d classes, the model %d: re-initialising the head only", source, stored, wanted)
-    else:
-        head = {k.removeprefix("head."): v for k, v in weights.tensors.items() if k.startswith("head.")}
-        load_into(model.head, head, source, "the TSN head", {k.removeprefix("head."): weights.name(k) for k in head})
-        log.info("%s: initialised backbone and head from a %s", source, weights.fmt)
-
-
-def _load_backbone(model: TSN, weights: Weights, source: str, backbone: str) -> None:
-    tensors = weights.backbone()
-    names = {k: weights.name(f"backbone.{k}") for k in tensors}
-    load_into(model.backbone, tensors, source, backbone, names, weights.unknown)
-
-
-def _imagenet_state_dict(backbone: str) -> dict[str, torch.Tensor]:
-    weights = IMAGENET_WEIGHTS[backbone]
-    cache = Path(torch.hub.get_dir()) / "checkpoints" / Path(weights.url).name
-    try:
-        return weights.get_state_dict(progress=False)
-    except Exception:  # noqa: BLE001 - no network, blocked proxy, partial file: all end the same way
-        raise UserError(f"cannot download ImageNet weights for {backbone}: fetch {weights.url} and put it "
-                        f"at {cache} (or set model.pretrained to the file's path)", exit_code=1) from None

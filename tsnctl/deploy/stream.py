@@ -22,8 +22,8 @@ import numpy as np
 from tsnctl.data import transforms as T
 from tsnctl.data.presets import eval_preset
 from tsnctl.data.sampling import eval_indices
+from tsnctl.deploy.predict import Predictor, topk_entries
 from tsnctl.errors import UserError
-from tsnctl.predict import Predictor, topk_entries
 
 DEFAULT_FPS = 25.0  # used for timestamps and --save-video when the source does not report a frame rate
 

@@ -52,11 +52,12 @@ class Predictor:
 
 def torch_predictor(model: torch.nn.Module, settings: ClipSettings, class_names: list[str],
                     device: torch.device, backend: str = "fast") -> Predictor:
-    """On a CPU, ``backend`` (``tsnctl.infer``): ``fast`` (default, exact) or ``eager``; other devices run eager."""
+    """On a CPU, ``backend`` (``deploy/infer.py``): ``fast`` (default, exact) or ``eager``; other devices run
+    eager."""
     model = model.eval().to(device)
     set_num_segments(model, settings.num_seg)  # the clip length of a temporal shift
     if device.type == "cpu":
-        from tsnctl.infer import inference_model
+        from tsnctl.deploy.infer import inference_model
 
         classifier = inference_model(model, backend)
 
@@ -76,7 +77,7 @@ def torch_predictor(model: torch.nn.Module, settings: ClipSettings, class_names:
 
 def onnx_predictor(path: str | Path, provider: str = "cpu") -> Predictor:
     """Read an exported model: the protocol and class names come from its metadata."""
-    from tsnctl.runtime import OnnxClassifier, class_names, inference_session, model_metadata
+    from tsnctl.deploy.runtime import OnnxClassifier, class_names, inference_session, model_metadata
 
     session = inference_session(path, provider)
     meta = model_metadata(session, path)

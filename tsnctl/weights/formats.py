@@ -23,8 +23,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from tsnctl.engine.checkpoint import FORMAT as TSNCTL_FORMAT
 from tsnctl.errors import UserError
+from tsnctl.weights.checkpoint import FORMAT as TSNCTL_FORMAT
 
 PDPARAMS_METADATA_KEY = "StructuredToParameterName@@"
 TORCH_LEGACY_MAGIC = 0x1950A86A20F9469CFC6C  # first object of torch's pre-zip (legacy) files

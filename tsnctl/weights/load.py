@@ -1,6 +1,6 @@
 """Load a whole model for inference (test, export, predict) from a weights file, and convert it.
 
-Accepted formats (read by ``tsnctl.weight_formats``, detected from the file itself): tsnctl checkpoints,
+Accepted formats (read by ``tsnctl.weights.formats``, detected from the file itself): tsnctl checkpoints,
 reference ``.pdparams``, MMAction2 1.x TSN checkpoints and torchvision ResNet state dicts with an ``fc``.
 A tsnctl checkpoint carries its config and class names; its model section wins over a ``-c`` config,
 because it describes the weights. The other formats carry no config: the ``-c`` config (or the defaults:
@@ -15,14 +15,15 @@ from pathlib import Path
 
 from tsnctl.config import Config, apply_overrides, config_from_dict
 from tsnctl.data.lists import read_labels
-from tsnctl.engine.checkpoint import save_checkpoint
 from tsnctl.errors import UserError
-from tsnctl.models.tsn import TSN, build_model
-from tsnctl.weight_formats import Weights, load_into, read_weights
+from tsnctl.models.tsn import TSN
+from tsnctl.weights.checkpoint import save_checkpoint
+from tsnctl.weights.formats import Weights, load_into, read_weights
+from tsnctl.weights.init import build_model
 
 log = logging.getLogger("tsnctl")
 
-KINETICS400_LABELS = Path(__file__).resolve().parent / "labels" / "kinetics400.txt"
+KINETICS400_LABELS = Path(__file__).resolve().parents[1] / "labels" / "kinetics400.txt"
 
 
 @dataclass

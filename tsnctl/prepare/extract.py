@@ -3,7 +3,7 @@
 Every frame is read at its native rate; ``img_00001.jpg`` is the first. Each video is written, under its
 lock, into a temporary folder ``<name>.part`` that gets its completion marker last and is renamed into place
 only then, so a killed run never leaves a half-written folder under the final name, and a re-run skips
-every folder whose marker and frames agree and extracts the rest (``tsnctl/extract_folders.py``: folder
+every folder whose marker and frames agree and extracts the rest (``tsnctl/prepare/folders.py``: folder
 names, locks, markers). ``extract_report.csv`` says what happened to each video.
 """
 
@@ -27,7 +27,7 @@ from tsnctl.data.decode import VIDEO_EXTENSIONS, open_video
 from tsnctl.data.lists import list_lines, read_list
 from tsnctl.data.transforms import scaled_size
 from tsnctl.errors import UserError
-from tsnctl.extract_folders import (
+from tsnctl.prepare.folders import (
     LOCK,
     PART,
     FolderState,
@@ -42,8 +42,8 @@ from tsnctl.extract_folders import (
     remove,
     write_marker,
 )
+from tsnctl.prepare.shards import in_shard
 from tsnctl.progress import ProgressFn, no_progress
-from tsnctl.shards import in_shard
 
 # Encoded frames are written 32 at a time: interleaving every file write with decoding and encoding costs
 # ~10% more CPU per frame (measured in docs/benchmarks.md); 32 frames are at most a few MB.

@@ -23,7 +23,7 @@ import torch
 from tsnctl.data.presets import VIEWS_PER_FRAME
 from tsnctl.errors import UserError
 from tsnctl.models.tsm import set_num_segments
-from tsnctl.weights import LoadedModel
+from tsnctl.weights.load import LoadedModel
 
 OPSET = 17
 log = logging.getLogger("tsnctl")

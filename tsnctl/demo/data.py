@@ -168,7 +168,7 @@ def _contrasting_color(rng: np.random.Generator, background: np.ndarray) -> tupl
 def make_demo_data(out: str | Path, train_per_class: int = 30, val_per_class: int = 10, seed: int = 0,
                    progress: ProgressFn = no_progress, kind: str = "shapes") -> DemoSummary:
     """Render the demo dataset into ``out``: ``kind`` shapes (6 kinds of motion, this module) or direction
-    (4 classes told apart only by the direction of motion, ``demo_direction.py``)."""
+    (4 classes told apart only by the direction of motion, ``demo/direction.py``)."""
     out = Path(out)
     if train_per_class < 1 or val_per_class < 1:
         raise UserError("--train-per-class and --val-per-class must be at least 1")
@@ -176,7 +176,7 @@ def make_demo_data(out: str | Path, train_per_class: int = 30, val_per_class: in
         case "shapes":
             names, render = list(CLASSES), render_clip
         case "direction":
-            from tsnctl.demo_direction import CLASS_NAMES, render_direction_clip
+            from tsnctl.demo.direction import CLASS_NAMES, render_direction_clip
 
             names, render = list(CLASS_NAMES), render_direction_clip
         case _:

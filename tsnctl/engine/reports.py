@@ -117,9 +117,10 @@ def _write_files(report: TestReport, result: TestResult) -> None:
 
 
 def summary(result: TestResult) -> dict:
-    """The headline numbers as a JSON-ready dict."""
+    """The headline numbers as a JSON-ready dict: the one schema of every ``metrics.json``."""
     return {"top1": result.top1, "top5": result.top5, "mean_class_accuracy": result.mean_class,
-            "videos": result.num_videos, "protocol": result.protocol}
+            "videos": result.num_videos, "protocol": result.protocol, "listed": result.num_listed,
+            "excluded": [{"path": c.name, "reason": c.reason} for c in result.excluded]}
 
 
 def class_order(report: TestReport) -> list[int]:

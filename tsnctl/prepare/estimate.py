@@ -16,8 +16,8 @@ import numpy as np
 from tsnctl.data import video
 from tsnctl.data.transforms import scaled_size
 from tsnctl.errors import UserError
-from tsnctl.extract import find_jobs
-from tsnctl.extract_folders import source_frames
+from tsnctl.prepare.extract import find_jobs
+from tsnctl.prepare.folders import source_frames
 from tsnctl.progress import ProgressFn, no_progress
 
 

@@ -1,0 +1,78 @@
+"""A new TSN (or TSM) for training, its weights from ImageNet, a weights file of any format, or random.
+
+Here, not in ``models/``: the network definition knows nothing of files or formats; filling it from them is
+the weights layer's job (``weights/formats.py`` reads the files).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+import torchvision
+
+from tsnctl.config import BACKBONES, ModelConfig
+from tsnctl.errors import UserError
+from tsnctl.models.tsn import TSN
+from tsnctl.weights.formats import Weights, from_state_dict, load_into, read_weights
+
+log = logging.getLogger("tsnctl")
+
+# resnet50 -> torchvision.models.ResNet50_Weights.IMAGENET1K_V1, for every backbone of config.BACKBONES
+IMAGENET_WEIGHTS = {name: getattr(torchvision.models, f"ResNet{name.removeprefix('resnet')}_Weights").IMAGENET1K_V1
+                    for name in BACKBONES}
+
+
+def build_model(cfg: ModelConfig) -> TSN:
+    """The TSN (or TSM) of a model config, initialised from ``cfg.init_from`` or else ``cfg.pretrained`` when set."""
+    model = TSN(cfg.backbone, cfg.num_classes, cfg.dropout, cfg.fc_std, cfg.temporal_shift, cfg.shift_div,
+                cfg.shift_place, cfg.shift_segments, cfg.bn_running_var)
+    if cfg.init_from:
+        init_from_weights(model, cfg.init_from, cfg.backbone)
+    elif cfg.pretrained:
+        load_backbone_weights(model, cfg.pretrained, cfg.backbone)
+    return model
+
+
+def load_backbone_weights(model: TSN, source: str, backbone: str) -> None:
+    """Fill every backbone parameter from ``imagenet`` or a weights file of any supported format.
+
+    A classifier head in the file (e.g. ImageNet's 1000 classes) is not used.
+    """
+    if source == "imagenet":
+        weights = from_state_dict(_imagenet_state_dict(backbone), f"ImageNet weights for {backbone}")
+    else:
+        weights = read_weights(source)
+    _load_backbone(model, weights, source, backbone)
+
+
+def init_from_weights(model: TSN, source: str, backbone: str) -> None:
+    """Start training from another model: its whole backbone, and its head when the class counts match."""
+    weights = read_weights(source)
+    _load_backbone(model, weights, source, backbone)
+    stored, wanted = weights.num_classes, model.head.fc.out_features
+    if stored is None:
+        log.info("%s: %s without a classifier head; the head starts from its random init", source, weights.fmt)
+    elif stored != wanted:
+        log.info("%s: the head has %d classes, the model %d: re-initialising the head only", source, stored, wanted)
+    else:
+        head = {k.removeprefix("head."): v for k, v in weights.tensors.items() if k.startswith("head.")}
+        load_into(model.head, head, source, "the TSN head", {k.removeprefix("head."): weights.name(k) for k in head})
+        log.info("%s: initialised backbone and head from a %s", source, weights.fmt)
+
+
+def _load_backbone(model: TSN, weights: Weights, source: str, backbone: str) -> None:
+    tensors = weights.backbone()
+    names = {k: weights.name(f"backbone.{k}") for k in tensors}
+    load_into(model.backbone, tensors, source, backbone, names, weights.unknown)
+
+
+def _imagenet_state_dict(backbone: str) -> dict[str, torch.Tensor]:
+    weights = IMAGENET_WEIGHTS[backbone]
+    cache = Path(torch.hub.get_dir()) / "checkpoints" / Path(weights.url).name
+    try:
+        return weights.get_state_dict(progress=False)
+    except Exception:  # noqa: BLE001 - no network, blocked proxy, partial file: all end the same way
+        raise UserError(f"cannot download ImageNet weights for {backbone}: fetch {weights.url} and put it "
+                        f"at {cache} (or set model.pretrained to the file's path)", exit_code=1) from None
