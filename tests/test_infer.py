@@ -21,7 +21,7 @@ runner = CliRunner()
 
 
 def relative_error(got: torch.Tensor, want: torch.Tensor) -> float:
-    return float((got - want).abs().max() / want.abs().max())
+    return float((got - want).detach().abs().max() / want.detach().abs().max())
 
 
 def trained_like(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
