@@ -2,6 +2,10 @@
 
 import csv
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import onnx
 import pytest
@@ -82,3 +86,30 @@ def test_fp16_export_is_verified_and_predicts_like_fp32(exported):
     a, b = json.loads(full.stdout)[0]["topk"], json.loads(half.stdout)[0]["topk"]
     assert a[0]["label"] == b[0]["label"]
     assert a[0]["prob"] == pytest.approx(b[0]["prob"], abs=1e-2)
+
+
+# ``tsnctl predict`` run as a user runs it; then the packages its process imported (function-level imports too).
+PREDICT_THEN_LIST_MODULES = """
+import json, sys
+from tsnctl.cli import main
+listing, sys.argv = sys.argv[1], ["tsnctl", "predict", *sys.argv[2:]]
+try:
+    main()
+except SystemExit as exc:
+    assert not exc.code, exc.code
+open(listing, "w").write(json.dumps(sorted(sys.modules)))
+"""
+
+
+@pytest.mark.parametrize("source", ["-w", "-m"])
+def test_predict_imports_neither_torchvision_nor_onnx(exported, source, tmp_path):
+    """Start-up is a third of a cold ``predict``: torchvision alone (it imports torch._dynamo) took ~1.5 s."""
+    model = exported / ("model.pt" if source == "-w" else "model.onnx")
+    listing = tmp_path / "modules.json"
+    root = Path(__file__).resolve().parents[1]
+    subprocess.run([sys.executable, "-c", PREDICT_THEN_LIST_MODULES, str(listing), str(exported / "frames" / "clip0"),
+                    source, str(model), "--json"], check=True, capture_output=True, cwd=root,
+                   env={**os.environ, "PYTHONPATH": str(root)})
+    modules = set(json.loads(listing.read_text()))
+    assert "torch" in modules and ("onnxruntime" in modules) == (source == "-m")  # it saw the predict run
+    assert not {"torchvision", "onnx", "torch._dynamo"} & modules

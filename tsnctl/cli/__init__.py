@@ -6,6 +6,7 @@ Exit codes: 0 ok, 1 failure while working, 2 bad usage or bad input.
 
 from __future__ import annotations
 
+import gc
 import logging
 from typing import Annotated
 
@@ -51,4 +52,11 @@ app.add_typer(bench.bench_app, name="bench")
 
 
 def main() -> None:
-    app(prog_name="tsnctl")
+    """The ``tsnctl`` console entry point: the process ends when it returns."""
+    try:
+        app(prog_name="tsnctl")
+    finally:
+        # The interpreter's last garbage collection walks every object alive, most of them torch's own:
+        # ~0.4 s of a cold ``tsnctl predict`` (docs/benchmarks.md). Freezing them skips that walk; files are
+        # closed by then and exit handlers still run.
+        gc.freeze()

@@ -25,7 +25,6 @@ import numpy as np
 import simplejpeg
 import torch
 from torch.utils.data import DataLoader
-from torchvision.io import ImageReadMode, decode_jpeg
 
 from tsnctl.data.dataset import BadClip, ClipSettings, SampleDataset
 from tsnctl.data.decode import read_frame_folder, read_video
@@ -169,6 +168,8 @@ def _decode_one(clip: EncodedClip, device: torch.device, template: str) -> torch
 
 
 def _decode_jpegs(files: list[torch.Tensor], device: torch.device) -> list[torch.Tensor]:
+    from torchvision.io import ImageReadMode, decode_jpeg  # here: torchvision's import costs ~1.5 s elsewhere
+
     return decode_jpeg(files, mode=ImageReadMode.RGB, device=device) if files else []
 
 

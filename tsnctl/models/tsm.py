@@ -4,7 +4,7 @@ In every residual block, before the first conv of the residual branch, 1/``shift
 of each frame are replaced by the same channels of the next frame and another 1/``shift_div`` by those of
 the previous frame (zeros past either end); the identity branch stays unshifted ("residual" placement,
 the paper's best). The shift has no weights, so the backbone's state dict keys are those of the plain
-torchvision ResNet and ImageNet or TSN weights load unchanged.
+ResNet (torchvision's names) and ImageNet or TSN weights load unchanged.
 
 The shift needs the clip length T to regroup the backbone's ``[N*V, C, H, W]`` batch into clips. The
 views of a clip are ``[crop0 x T, crop1 x T, ...]`` (see ``data/transforms.py``), so consecutive groups of
@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from torchvision.models.resnet import ResNet
 
 from tsnctl.errors import UserError
+from tsnctl.models.resnet import ResNet
 
 
 def temporal_shift(x: torch.Tensor, num_segments: int, shift_div: int) -> torch.Tensor:

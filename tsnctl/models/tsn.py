@@ -1,4 +1,4 @@
-"""Temporal Segment Network: a torchvision ResNet backbone and the TSN consensus head.
+"""Temporal Segment Network: a ResNet backbone (``models/resnet.py``) and the TSN consensus head.
 
 Input ``[N, T', 3, H, W]`` (T' views per clip: segments, or segments x crops at test time) is folded to
 ``[N*T', 3, H, W]``; the backbone gives one pooled feature per view; the head averages the features of
@@ -10,15 +10,15 @@ mix neighbouring segments, so the view order matters and ``set_num_segments`` mu
 from __future__ import annotations
 
 import torch
-import torchvision
 from torch import nn
 
 from tsnctl import config
 from tsnctl.errors import UserError
+from tsnctl.models import resnet as resnets
 from tsnctl.models.bn import use_biased_running_var
 from tsnctl.models.tsm import add_temporal_shift
 
-BACKBONES = {name: getattr(torchvision.models, name) for name in config.BACKBONES}  # resnet18 -> its builder
+BACKBONES = {name: getattr(resnets, name) for name in config.BACKBONES}  # resnet18 -> its builder
 
 
 class TSNHead(nn.Module):

@@ -10,18 +10,13 @@ import logging
 from pathlib import Path
 
 import torch
-import torchvision
 
-from tsnctl.config import BACKBONES, ModelConfig
+from tsnctl.config import ModelConfig
 from tsnctl.errors import UserError
 from tsnctl.models.tsn import TSN
 from tsnctl.weights.formats import Weights, from_state_dict, load_into, read_weights
 
 log = logging.getLogger("tsnctl")
-
-# resnet50 -> torchvision.models.ResNet50_Weights.IMAGENET1K_V1, for every backbone of config.BACKBONES
-IMAGENET_WEIGHTS = {name: getattr(torchvision.models, f"ResNet{name.removeprefix('resnet')}_Weights").IMAGENET1K_V1
-                    for name in BACKBONES}
 
 
 def build_model(cfg: ModelConfig) -> TSN:
@@ -69,7 +64,11 @@ def _load_backbone(model: TSN, weights: Weights, source: str, backbone: str) -> 
 
 
 def _imagenet_state_dict(backbone: str) -> dict[str, torch.Tensor]:
-    weights = IMAGENET_WEIGHTS[backbone]
+    # Imported here: torchvision costs ~1.5 s of start-up (it pulls in torch._dynamo), and only this
+    # download needs it. resnet50 -> torchvision.models.ResNet50_Weights.IMAGENET1K_V1.
+    import torchvision
+
+    weights = getattr(torchvision.models, f"ResNet{backbone.removeprefix('resnet')}_Weights").IMAGENET1K_V1
     cache = Path(torch.hub.get_dir()) / "checkpoints" / Path(weights.url).name
     try:
         return weights.get_state_dict(progress=False)
