@@ -101,6 +101,17 @@ def test_same_seed_same_split_other_seed_other_split(tmp_path):
     assert names(tmp_path / "s1" / "val_videos.txt")[0].startswith("../videos/")
 
 
+def test_adding_a_class_leaves_the_other_classes_split_alone(tmp_path):
+    data = fake_tree(tmp_path, {"a": 20, "c": 20})
+    split_folder(data, tmp_path / "before", 0.3, seed=4)
+    (data / "b").mkdir()
+    for i in range(5):
+        (data / "b" / f"new_{i}.mp4").write_bytes(b"")
+    split_folder(data, tmp_path / "after", 0.3, seed=4)
+    before, after = names(tmp_path / "before" / "val_videos.txt"), names(tmp_path / "after" / "val_videos.txt")
+    assert [n for n in after if "/b/" not in n] == before
+
+
 def test_single_clip_class_goes_to_train_with_a_warning(tmp_path):
     data = fake_tree(tmp_path, {"a": 1, "b": 5})
     result = runner.invoke(app, ["split", str(data)])

@@ -9,7 +9,8 @@
   ``<DATA_DIR name>/<class>/<clip>``, the layout ``demo-data`` writes.
 * Each class sends ``round(val * clips)`` clips (rounded half up; at least 1 and at most all but one when it has
   two or more) to val. With ``group_by``, whole groups (clips of one source video) go to one side, chosen so
-  that the val clip count comes closest to that target. The choice depends only on the tree and ``seed``.
+  that the val clip count comes closest to that target. A class's choice depends only on its clips, its name
+  and ``seed``.
 * Nothing is written until every clip is validated; the three files are then written atomically, and an
   error while writing removes the ones this run wrote.
 """
@@ -70,9 +71,9 @@ def split_folder(data_dir: str | Path, out_dir: str | Path | None, val: float, g
                         f"({len(unmatched)} clip(s) unmatched); every clip needs a group")
     kind = kinds.pop()
     lines: dict[str, list[str]] = {"train": [], "val": []}
-    rng = random.Random(seed)
     for label, cls in enumerate(classes):
-        train, val_clips = split_class(clips[cls], val, rng)
+        # one generator per class: adding or removing a class leaves the other classes' splits as they were
+        train, val_clips = split_class(clips[cls], val, random.Random(f"{seed}/{cls}"))
         if not val_clips:
             warnings.append(f"{data_dir / cls}: class {cls!r} has a single "
                             f"{'group' if pattern else 'clip'}; it goes to train only")
