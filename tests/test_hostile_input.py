@@ -99,6 +99,11 @@ def sandbox(tmp_path_factory):
     (s / "labels.txt").write_text("a\nb\n")
     (s / "merged_shard.txt").write_text("walk/clip.mp4 6 0\n")
     (s / "afile").write_text("a file where a folder is expected\n")
+    for name in ("tree/walk/a.mp4", "tree/walk/b.mp4", "tree/run/c.mp4", "spaced/walk/a  b.mp4"):
+        write_video(s / name, 4)
+    (s / "emptyclass" / "walk").mkdir(parents=True)
+    (s / "linked" / "walk").mkdir(parents=True)
+    (s / "linked" / "walk" / "a.mp4").symlink_to(s / "tree" / "walk" / "a.mp4")
     save_config(tiny_config(), s / "cfg.yaml")
     (s / "latin1.yaml").write_bytes("model:\n  backbone: resnet18  # é\n".encode("latin-1"))
     (s / "tagged.yaml").write_text("train: !!python/object/apply:os.system ['echo pwned']\n")
@@ -225,6 +230,20 @@ ROWS = [
     ("plot a folder without metrics", ["plot", "{S}/frames"], 2, "metrics.csv"),
     ("bench model tagged config", ["bench", "model", "-c", "{S}/tagged.yaml"], 2, "not valid YAML"),
     ("bench data lr=-1", ["bench", "data", "-c", "{S}/cfg.yaml", "-o", "train.lr=-1"], 2, "train.lr"),
+    ("split missing folder", ["split", "{S}/nope", "-o", "{O}"], 2, "nope: folder not found"),
+    ("split no class folders", ["split", "{S}/run", "-o", "{O}"], 2, "no class folders"),
+    ("split empty class", ["split", "{S}/emptyclass", "-o", "{O}"], 2, "walk: class folder holds no clips"),
+    ("split val 1", ["split", "{S}/tree", "--val", "1", "-o", "{O}"], 2, "--val is 1.0"),
+    ("split val 0", ["split", "{S}/tree", "--val", "0", "-o", "{O}"], 2, "--val is 0.0"),
+    ("split bad regex", ["split", "{S}/tree", "--group-by", "(g", "-o", "{O}"], 2, "not a valid regular expression"),
+    ("split regex matches nothing", ["split", "{S}/tree", "--group-by", "zz", "-o", "{O}"], 2, "matches no clip"),
+    ("split regex misses a clip", ["split", "{S}/tree", "--group-by", "[ab]", "-o", "{O}"], 2,
+     "c.mp4: --group-by '[ab]' does not match"),
+    ("split double space", ["split", "{S}/spaced", "-o", "{O}"], 2, "a  b.mp4: clip name has a tab"),
+    ("split symlinked clip", ["split", "{S}/linked", "-o", "{O}"], 2, "a.mp4: symbolic link"),
+    ("split existing output", ["split", "{S}/tree"], 2, "labels.txt: output is an existing file"),
+    ("split out is a file", ["split", "{S}/tree", "-o", "{S}/afile"], 2, "afile: output folder is a file"),
+    ("split read-only", ["split", "{S}/tree", "-o", "{RO}/{O}"], 1, "Read-only file system"),
     ("convert pickled weights", ["convert-weights", "{S}/evil.pt", "-o", "{O}/w.pt"], 2, "refused to load"),
     ("convert into a file's path", ["convert-weights", "{S}/model.pt", "-o", "{S}/afile/w.pt"], 2, "afile"),
     ("convert read-only", ["convert-weights", "{S}/model.pt", "-o", "{RO}/w.pt"], 1, "Read-only file system"),

@@ -39,6 +39,7 @@ def main_options(
 
 # Every command, in the order of --help; each is a plain function in the module named here.
 app.command("demo-data")(data.demo_data)
+app.command("split")(data.split)
 app.command("extract-frames")(data.extract_frames)
 app.command("train")(training.train)
 app.command("test")(evaluation.test)

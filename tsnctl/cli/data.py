@@ -1,4 +1,4 @@
-"""Data commands: demo-data, extract-frames, merge-lists, check."""
+"""Data commands: demo-data, extract-frames, merge-lists, check, split."""
 
 from __future__ import annotations
 
@@ -167,3 +167,34 @@ def check(
         more = f" (first 20 above, all in {report})" if len(result.problems) > 20 else f" (listed in {report})"
         raise UserError(f"{list_file}: {len(result.problems)} of {len(result.rows)} lines have problems{more}",
                         exit_code=1)
+
+
+@cli_errors
+def split(
+    data_dir: Annotated[Path, typer.Argument(help="A folder laid out DATA_DIR/<class>/<clip>: video files or "
+                                                  "frame folders (img_00001.jpg ...).")],
+    val: Annotated[float, typer.Option(help="Fraction of each class's clips that go to val (0 < VAL < 1).")] = 0.2,
+    group_by: Annotated[str | None, typer.Option("--group-by", help="Regular expression on the clip's file name "
+                        "whose first capture group (else whole match) names its group; a group's clips go to one "
+                        r"side, e.g. '_(g\d+)_' for UCF101's source videos.")] = None,
+    seed: Annotated[int, typer.Option(help="Random seed; the same tree and seed give the same split.")] = 0,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Folder for the lists and labels.txt (default: "
+                                                                 "DATA_DIR's parent); list paths are relative to "
+                                                                 "it.")] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing list and label files.")] = False,
+) -> None:
+    """Write stratified train/val lists and labels.txt from a class-per-folder tree.
+
+    Video trees give train_videos.txt and val_videos.txt ('<path> <label>'), frame-folder trees give
+    train_frames.txt and val_frames.txt ('<frame_dir> <num_frames> <label>'); labels.txt holds '<id> <name>'
+    with classes sorted by folder name. Paths are relative to the output folder, where extract-frames, check
+    and train look by default.
+    """
+    from tsnctl.prepare.split import split_folder
+
+    summary = split_folder(data_dir, out, val, group_by, seed, overwrite)
+    for warning in summary.warnings:
+        err_console.print(f"[yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
+    train, val_list, labels = summary.files
+    out_console.print(f"{len(summary.classes)} classes: {summary.train} train clips -> {train}, {summary.val} val "
+                      f"clips -> {val_list}; class names -> {labels}", highlight=False, soft_wrap=True)
