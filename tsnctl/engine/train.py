@@ -37,7 +37,7 @@ from tsnctl.engine.loaders import (
     set_loader_epoch,
 )
 from tsnctl.engine.metrics import accuracy
-from tsnctl.engine.optim import build_optimizer, build_scheduler
+from tsnctl.engine.optim import build_optimizer, build_scheduler, per_step
 from tsnctl.engine.resume import newest_checkpoint, restore_rng, rng_state, trim_metrics, trim_steps
 from tsnctl.engine.runlog import IntervalStats, RunLog
 from tsnctl.engine.safety import BadSampleLog, StopRequest, check_loss, step_consensus, stop_if_requested
@@ -123,7 +123,7 @@ def train(cfg: Config, output_dir: str | Path, validate: bool = False, resume: b
     if dist.world_size() > 1:  # the same initial weights everywhere, but a different dropout mask per rank
         torch.manual_seed(cfg.train.seed + dist.rank())
     optimizer = build_optimizer(model, cfg.train, dist.scaled_lr(cfg.train))
-    scheduler = build_scheduler(optimizer, cfg.train)
+    scheduler = build_scheduler(optimizer, cfg.train, max(len(train_loader) // cfg.train.accumulate, 1))
     scaler = torch.amp.GradScaler(device.type, enabled=cfg.train.amp == "fp16")
     start_epoch, best_top1, global_step, position = 0, None, 0, EpochPosition()
     if resume:
@@ -155,6 +155,8 @@ def train(cfg: Config, output_dir: str | Path, validate: bool = False, resume: b
         """After each optimizer step: a mid-epoch checkpoint every ``checkpoint_steps``, and stop signals."""
         nonlocal global_step
         global_step += 1
+        if per_step(cfg.train):  # cosine: the lr of the next step (saved below with the rest)
+            scheduler.step()
         stopping = stop.requested if dist.world_size() == 1 else pos.stop
         every = cfg.train.checkpoint_steps
         if stopping or (every and global_step % every == 0):
@@ -163,14 +165,15 @@ def train(cfg: Config, output_dir: str | Path, validate: bool = False, resume: b
         if stopping:
             stop_if_requested(stop, output_dir, epoch, pos.step)
 
-    last_val_top1, step_losses = None, []
+    last_val_top1, step_losses, since_best, end_epoch = None, [], 0, cfg.train.epochs
     with StopRequest() as stop:
         for epoch in range(start_epoch, cfg.train.epochs):
             set_loader_epoch(train_loader, epoch, position.step)  # order fixed by (seed, epoch): resumable
             stats = train_one_epoch(net, train_loader, optimizer, device, epoch, cfg, progress, scaler, run_log,
                                     position, lambda pos, epoch=epoch: after_step(epoch, pos), bad_log, stop)
             step_losses += stats.step_losses
-            scheduler.step()
+            if not per_step(cfg.train):
+                scheduler.step()
             position = EpochPosition()
             bad_log.flush(epoch)
             best_top1, last_val_top1, improved = _end_epoch(epoch, stats, model, val_loader, device, cfg,
@@ -182,9 +185,14 @@ def train(cfg: Config, output_dir: str | Path, validate: bool = False, resume: b
                 run_log.end_epoch(epoch + 1)
             if step_consensus(1, stop)[1]:
                 stop_if_requested(stop, output_dir, epoch + 1, 0)
+            since_best = 0 if improved else since_best + 1
+            if val_loader is not None and 0 < cfg.train.early_stop_patience <= since_best:
+                log.info("early stop: no better validation top-1 for %d epochs", since_best)
+                end_epoch = epoch + 1
+                break
     if run_log is not None:
         run_log.close()
-    return TrainResult(output_dir, cfg.train.epochs - start_epoch, best_top1, last_val_top1, step_losses)
+    return TrainResult(output_dir, end_epoch - start_epoch, best_top1, last_val_top1, step_losses)
 
 
 def _end_epoch(epoch: int, stats: EpochStats, model: TSN, val_loader, device: torch.device, cfg: Config,
@@ -285,7 +293,7 @@ def _forward_backward(model: nn.Module, scaler: torch.amp.GradScaler, clips: tor
     with dist.no_sync_unless(model, ends_group):
         with dist.autocast(device=clips.device, amp=cfg.train.amp):
             logits = model(clips).float()
-        loss = nn.functional.cross_entropy(logits, labels)
+        loss = nn.functional.cross_entropy(logits, labels, label_smoothing=cfg.train.label_smoothing)
         # Averaged before backward, so every rank sees a NaN on any rank and all stop at the same step.
         values = dist.mean_over_ranks([loss.item(), accuracy(logits.detach(), labels, 1),
                                        accuracy(logits.detach(), labels, 5)])

@@ -61,11 +61,14 @@ class TSN(nn.Module):
 
     def __init__(self, backbone: str = "resnet50", num_classes: int = 400, dropout: float = 0.4,
                  fc_std: float = 0.01, temporal_shift: bool = False, shift_div: int = 8,
-                 shift_place: str = "residual", shift_segments: int = 0, bn_running_var: str = "unbiased") -> None:
+                 shift_place: str = "residual", shift_segments: int = 0, bn_running_var: str = "unbiased",
+                 zero_init_last: bool = False) -> None:
         super().__init__()
         if backbone not in BACKBONES:
             raise UserError(f"unknown backbone {backbone!r}; choose one of {', '.join(BACKBONES)}")
-        resnet = BACKBONES[backbone]()  # torchvision's init: Kaiming normal convs, BN weight 1 / bias 0
+        # torchvision's init: Kaiming normal convs, BN weight 1 / bias 0; zero_init_residual: each block's last
+        # BN weight 0, so every block starts as the identity (Goyal et al. 2017; timm's zero_init_last)
+        resnet = BACKBONES[backbone](zero_init_residual=zero_init_last)
         self.feature_dim = resnet.fc.in_features
         resnet.fc = nn.Identity()  # the backbone ends with global average pooling: [B, feature_dim]
         if temporal_shift:
@@ -92,7 +95,7 @@ class TSN(nn.Module):
 def build_model(cfg: ModelConfig) -> TSN:
     """The TSN (or TSM) of a model config, initialised from ``cfg.init_from`` or else ``cfg.pretrained`` when set."""
     model = TSN(cfg.backbone, cfg.num_classes, cfg.dropout, cfg.fc_std, cfg.temporal_shift, cfg.shift_div,
-                cfg.shift_place, cfg.shift_segments, cfg.bn_running_var)
+                cfg.shift_place, cfg.shift_segments, cfg.bn_running_var, cfg.zero_init_last)
     if cfg.init_from:
         init_from_weights(model, cfg.init_from, cfg.backbone)
     elif cfg.pretrained:
