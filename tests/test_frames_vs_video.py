@@ -52,7 +52,9 @@ def test_frames_and_video_sample_the_same_frames_and_losses(tmp_path, monkeypatc
     video_idx, video_loss = _train(root, "video", 0, monkeypatch, tmp_path)
     assert len(frames_idx) == 2 * 12 and frames_idx == video_idx  # 12 clips x 2 epochs, same frames in order
     assert len(frames_loss) == len(video_loss) == 6
-    # the first steps: the same up to JPEG rounding (later steps may drift apart: SGD amplifies differences)
-    assert frames_loss[:3] == pytest.approx(video_loss[:3], abs=0.01)
+    # JPEG rounding (q95) is the only difference: the first step's loss agrees to 0.01, and the next steps stay
+    # close (each step amplifies the difference a little; a wrong frame or a shifted index moves it far more)
+    assert frames_loss[0] == pytest.approx(video_loss[0], abs=0.01)
+    assert frames_loss[:3] == pytest.approx(video_loss[:3], abs=0.05)
     other_idx, _ = _train(root, "video", 1, monkeypatch, tmp_path)
     assert other_idx != video_idx  # another seed samples other frames, so the match above is not vacuous

@@ -5,10 +5,11 @@ streaks); every clip drifts in a random direction at a random speed drawn from t
 classes, so motion carries no class signal. 160x120, 20-40 frames at 10 fps.
 
 ``motion``: five classes told apart only by motion (still, drift, spin, zoom, ripple) of one texture family
-(smooth blotches over thin stripes, the same distribution in every class). Each frame is the mean of
-sub-frames over the exposure, as a camera records it, so a single RGB frame shows the motion as blur or
-distortion: the cue an RGB TSN can learn from sparse segments. Zoom runs in or out and drift and spin in
-any direction within one class, so horizontal flips never change a label. 112x112, 24-36 frames at 25 fps.
+(seamlessly tiling smooth noise at a fine and a coarse scale, the same distribution in every class). Each
+frame is the mean of sub-frames over the exposure, as a camera records it, so a single RGB frame shows the
+motion as blur or distortion: the cue an RGB TSN can learn from sparse segments. Zoom pulses in and out,
+drift and spin run in any direction within one class, so horizontal flips never change a label. 112x112,
+24-36 frames at 25 fps.
 
 Brightness, contrast, tint, scale and noise are random per clip in both, so no colour or level names a
 class. Written by ``demo_data.make_demo_data(..., kind="textures" | "motion")``.
@@ -103,48 +104,58 @@ def render_texture_clip(path: Path, cls: str, rng: np.random.Generator, width: i
     return _write(path, frames, rng, fps)
 
 
-def _motion(cls: str, rng: np.random.Generator, width: int, height: int) -> Callable[[float], np.ndarray]:
-    """The 2x3 source-to-frame transform of class ``cls`` at time t (frames); ripple is handled apart."""
-    cx, cy = rng.uniform(0.3, 0.7) * width, rng.uniform(0.3, 0.7) * height
+def _periodic_noise(rng: np.random.Generator, size: int, sigma: float) -> np.ndarray:
+    """Smooth noise that tiles seamlessly (filtered in the Fourier domain), in about [-1, 1]."""
+    freq = np.fft.fftfreq(size)
+    gain = np.exp(-2 * (math.pi * sigma) ** 2 * (freq[:, None] ** 2 + freq[None, :] ** 2))
+    smooth = np.fft.ifft2(np.fft.fft2(rng.normal(0.0, 1.0, (size, size))) * gain).real.astype(np.float32)
+    return np.clip((smooth - smooth.mean()) / max(float(smooth.std()), 1e-6) / 2.0, -1.0, 1.0)
+
+
+def _motion(cls: str, rng: np.random.Generator, centre: tuple[float, float]) -> Callable[[float], np.ndarray]:
+    """The 2x3 frame-from-source transform of class ``cls`` at time t (frames; 0 mid-clip); ripple apart."""
     if cls == "drift":
-        speed, angle = rng.uniform(3.0, 6.0), rng.uniform(0, 2 * math.pi)
+        speed, angle = rng.uniform(5.0, 9.0), rng.uniform(0, 2 * math.pi)
         return lambda t: np.array([[1, 0, speed * t * math.cos(angle)], [0, 1, speed * t * math.sin(angle)]])
     if cls == "spin":
-        rate = rng.choice([-1, 1]) * rng.uniform(3.0, 6.0)  # degrees per frame
-        return lambda t: cv2.getRotationMatrix2D((cx, cy), rate * t, 1.0)
-    if cls == "zoom":
-        rate = rng.choice([-1, 1]) * rng.uniform(0.025, 0.04)  # log-scale per frame, scale 1 mid-clip
-        return lambda t: cv2.getRotationMatrix2D((cx, cy), 0.0, math.exp(rate * (t - 15)))
+        rate = rng.choice([-1, 1]) * rng.uniform(5.0, 9.0)  # degrees per frame
+        return lambda t: cv2.getRotationMatrix2D(centre, rate * t, 1.0)
+    if cls == "zoom":  # pulsing in and out: log-scale A sin(wt + phase), up to ~0.2 per frame
+        amp, omega, phase = rng.uniform(0.4, 0.6), rng.uniform(0.3, 0.45), rng.uniform(0, 2 * math.pi)
+        return lambda t: cv2.getRotationMatrix2D(centre, 0.0, math.exp(amp * math.sin(omega * t + phase)))
     return lambda t: np.array([[1.0, 0, 0], [0, 1.0, 0]])  # still and ripple
 
 
 def render_motion_clip(path: Path, cls: str, rng: np.random.Generator, width: int = 112, height: int = 112,
-                       num_frames: int | None = None, fps: int = 25, exposure: int = 4) -> int:
-    """One clip of motion class ``cls``: each frame the mean of ``exposure`` sub-frames; frame count."""
+                       num_frames: int | None = None, fps: int = 25, exposure: int = 6) -> int:
+    """One clip of motion class ``cls``: each frame the mean of ``exposure`` sub-frames over one frame
+    interval; the texture tiles seamlessly (warps wrap around), so no border or seam marks a class."""
     if cls not in MOTION_CLASSES:
         raise UserError(f"unknown motion class {cls!r}")
     num_frames = num_frames or int(rng.integers(24, 37))
-    pattern = 0.7 * _smooth_noise(rng, height, width, *(rng.uniform(2.0, 4.0),) * 2)
-    u, _ = _rotated_grid(rng, height, width)
-    pattern += 0.3 * np.where((u / rng.uniform(6, 12)) % 1.0 < 0.3, 1.0, -1.0).astype(np.float32)
+    size = 2 * max(width, height)
+    pattern = 0.6 * _periodic_noise(rng, size, rng.uniform(1.0, 1.8)) + 0.4 * _periodic_noise(rng, size, 5.0)
     source = _colourise(rng, pattern).astype(np.float32)
-    transform = _motion(cls, rng, width, height)
+    centre = (size / 2 + rng.uniform(-0.2, 0.2) * width, size / 2 + rng.uniform(-0.2, 0.2) * height)
+    transform = _motion(cls, rng, centre)
     amp, wavelength, omega = rng.uniform(3, 5), rng.uniform(14, 24), rng.uniform(0.6, 1.0)
     ys, xs = np.mgrid[0:height, 0:width].astype(np.float32)
-    t0 = rng.uniform(0, 100)
+    x0, y0, phase = (size - width) / 2, (size - height) / 2, rng.uniform(0, 2 * math.pi)
     frames = []
     for t in range(num_frames):
-        frame = np.zeros_like(source)
+        frame = np.zeros((height, width, 3), np.float32)
         for k in range(exposure):
-            time = t0 + t + k / exposure
+            time = t + k / exposure - num_frames / 2
             if cls == "ripple":
-                map_x = xs + amp * np.sin(2 * math.pi * ys / wavelength + omega * time)
-                map_y = ys + amp * np.sin(2 * math.pi * xs / wavelength + omega * time * 0.8)
-                frame += cv2.remap(source, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+                map_x = x0 + xs + amp * np.sin(2 * math.pi * ys / wavelength + omega * time + phase)
+                map_y = y0 + ys + amp * np.sin(2 * math.pi * xs / wavelength + 0.8 * omega * time + phase)
+                frame += cv2.remap(source, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_WRAP)
             else:
-                matrix = transform(time - t0).astype(np.float64)
+                # source -> frame: the class's motion about the source centre, then the centred window
+                matrix = transform(time).astype(np.float64)
+                matrix[:, 2] -= (x0, y0)
                 frame += cv2.warpAffine(source, matrix, (width, height), flags=cv2.INTER_LINEAR,
-                                        borderMode=cv2.BORDER_REFLECT)
+                                        borderMode=cv2.BORDER_WRAP)
         frames.append(frame / exposure)
     return _write(path, frames, rng, fps)
 
