@@ -4,8 +4,8 @@ For each generator of ``tsnctl demo-data --kind`` (shapes: the demo; textures: t
 only) renders 240 training and 60 validation clips, extracts frames, trains ``configs/demo.yaml`` with only
 the lists, label file and class count swapped, for each seed, and prints a markdown table of the final
 training top-1, the best and last validation top-1 (mean +- sample std over seeds) and the wall time.
-Datasets are rendered once per kind (seed 0) and reused; runs already finished are read back, so an
-interrupted table resumes.
+Datasets are rendered once per kind (seed 0) and reused; runs already finished are read back and an
+interrupted run starts over, so an interrupted table resumes.
 
     PYTHONPATH=. python benchmarks/recipe_table.py [--out runs/recipe_table] [--kinds shapes textures motion]
         [--seeds 0 1 2] [--format frames|video] [-o train.epochs=20 ...]
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import shutil
 import statistics
 import subprocess
 import sys
@@ -48,6 +49,7 @@ def run(kind: str, data: Path, seed: int, fmt: str, out: Path, overrides: list[s
     run_dir = out / "runs" / f"{kind}_{fmt}_seed{seed}"
     done = run_dir / "seconds.txt"
     if not done.is_file():
+        shutil.rmtree(run_dir, ignore_errors=True)  # an interrupted run starts over, so its time is whole
         lists = {"frames": (data / "frames" / "train_videos_frames.txt", data / "frames" / "val_videos_frames.txt"),
                  "video": (data / "videos" / "train_videos.txt", data / "videos" / "val_videos.txt")}[fmt]
         options = [f"data.format={fmt}", f"data.train_list={lists[0]}", f"data.val_list={lists[1]}",
