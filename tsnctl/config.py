@@ -53,6 +53,7 @@ class ModelConfig:
     shift_place: str = "residual"  # residual: start of each block's residual branch (the paper's choice)
     shift_segments: int = 0  # clip length T the shift runs over; 0: the num_seg of the mode (train/valid/test)
     bn_running_var: str = "unbiased"  # BN running variance update: unbiased (torch) | biased (the reference's Paddle)
+    zero_init_last: bool = False  # last BN gamma of each residual block starts at 0 (each block starts as identity)
 
 
 @dataclass
@@ -65,11 +66,15 @@ class TrainConfig:
     lr: float = 0.01  # the reference uses 0.01 for a global batch of 256 (8 GPUs x 32)
     lr_steps: list[int] = field(default_factory=lambda: [40, 80])  # epochs after which lr *= lr_gamma
     lr_gamma: float = 0.1  # factor applied to lr at each epoch of lr_steps
-    warmup_epochs: int = 0  # linear warm-up over the first epochs (per epoch), from warmup_ratio x lr to lr
+    lr_schedule: str = "step"  # step: x lr_gamma after each epoch of lr_steps; cosine: per-step cosine decay to 0
+    warmup_epochs: int = 0  # linear warm-up from warmup_ratio x lr to lr (step: per epoch; cosine: per step)
     warmup_ratio: float = 0.1  # lr factor of the first warm-up epoch
     fc_lr_mult: float = 1.0  # the classifier's (fc weight and bias) lr = lr x fc_lr_mult
+    optimizer: str = "sgd"  # sgd (momentum, the reference) | adamw (betas 0.9/0.999, decoupled weight decay)
     momentum: float = 0.9  # SGD momentum (not Nesterov)
     weight_decay: float = 1e-4  # on all parameters, BN and biases included, as in the reference
+    label_smoothing: float = 0.0  # cross-entropy label smoothing of the training loss
+    early_stop_patience: int = 0  # with --validate: stop after this many epochs without a better top-1; 0: off
     clip_grad_norm: float = 40.0  # global gradient norm limit; 0 disables clipping
     seed: int = 0  # seeds model init, shuffling, segment sampling and crops
     log_interval: int = 20  # steps between log lines
@@ -130,6 +135,8 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "model.bn_running_var": ("unbiased", "biased"),
     "test.crop": tuple(TEST_CROPS),
     "train.amp": ("none", "bf16", "fp16"),
+    "train.lr_schedule": ("step", "cosine"),
+    "train.optimizer": ("sgd", "adamw"),
 }
 
 
@@ -207,6 +214,7 @@ RANGES: dict[str, tuple[Any, str]] = {
         "test.num_seg", "test.batch_size")},
     **{key: (lambda v: v >= 0, "0 or more") for key in (
         "train.save_interval", "train.checkpoint_steps", "train.warmup_epochs", "test.max_views_per_batch",
+        "train.early_stop_patience",
         "model.shift_segments")},
     "data.num_workers": (lambda v: v >= -1, "-1 (sized to the machine), 0 or positive"),
     "model.shift_div": (lambda v: v >= 2, "at least 2"),
@@ -218,6 +226,7 @@ RANGES: dict[str, tuple[Any, str]] = {
     "train.fc_lr_mult": (lambda v: v > 0, "positive"),
     "train.momentum": (lambda v: 0.0 <= v < 1.0, "in [0, 1)"),
     "train.weight_decay": (lambda v: v >= 0, "0 or more"),
+    "train.label_smoothing": (lambda v: 0.0 <= v < 1.0, "in [0, 1)"),
     "train.clip_grad_norm": (lambda v: v >= 0, "0 (off) or positive"),
     "train.max_bad_fraction": (lambda v: 0.0 <= v <= 1.0, "in [0, 1]"),
 }

@@ -13,7 +13,7 @@ from typing import Annotated
 import typer
 
 from tsnctl import __version__
-from tsnctl.cli import bench, data, evaluation, predicting, training
+from tsnctl.cli import bench, data, evaluation, lrfind, predicting, training
 from tsnctl.cli.common import out_console, setup_logging
 
 app = typer.Typer(help="Temporal Segment Networks for video action recognition: extract, train, test, export, "
@@ -48,6 +48,7 @@ app.command("predict")(predicting.predict)
 app.command("check")(data.check)
 app.command("merge-lists")(data.merge_lists)
 app.command("plot")(training.plot)
+app.command("lr-find")(lrfind.lr_find)
 app.command("convert-weights")(evaluation.convert_weights)
 app.add_typer(bench.bench_app, name="bench")
 

@@ -20,9 +20,11 @@ def demo_data(
     seed: Annotated[int, typer.Option(help="Random seed; the same seed renders the same clips.")] = 0,
     kind: Annotated[str, typer.Option(help="shapes: 6 classes of moving shapes and textures; direction: 4 "
                                            "classes told apart only by the direction of motion (drift up/"
-                                           "down, zoom in/out), which TSN cannot learn and TSM can.")] = "shapes",
+                                           "down, zoom in/out), which TSN cannot learn and TSM can; textures: 6 "
+                                           "classes told apart by texture only; motion: 5 classes told apart "
+                                           "by motion only (still, drift, spin, zoom, ripple).")] = "shapes",
 ) -> None:
-    """Render a small synthetic action dataset as mp4 clips (--kind shapes or direction)."""
+    """Render a small synthetic action dataset as mp4 clips (--kind shapes, direction, textures or motion)."""
     from tsnctl.demo.data import make_demo_data
 
     with rich_progress() as progress:

@@ -179,8 +179,12 @@ def make_demo_data(out: str | Path, train_per_class: int = 30, val_per_class: in
             from tsnctl.demo.direction import CLASS_NAMES, render_direction_clip
 
             names, render = list(CLASS_NAMES), render_direction_clip
+        case "textures" | "motion":  # texture-only and motion-only classes (tsnctl/demo/textures.py)
+            from tsnctl.demo.textures import KINDS
+
+            names, render = KINDS[kind]
         case _:
-            raise UserError(f"unknown demo data kind {kind!r}; choose one of shapes, direction")
+            raise UserError(f"unknown demo data kind {kind!r}; choose one of shapes, direction, textures, motion")
     rng = np.random.default_rng(seed)
     splits: dict[str, list[str]] = {"train": [], "val": []}
     total, done = len(names) * (train_per_class + val_per_class), 0

@@ -38,7 +38,7 @@ from tsnctl.engine.loaders import (
     set_loader_epoch,
 )
 from tsnctl.engine.metrics import accuracy
-from tsnctl.engine.optim import build_optimizer, build_scheduler
+from tsnctl.engine.optim import build_optimizer, build_scheduler, per_step
 from tsnctl.engine.resume import newest_checkpoint, restore_rng, rng_state, trim_metrics, trim_steps
 from tsnctl.engine.runlog import IntervalStats, RunLog
 from tsnctl.engine.safety import BadSampleLog, StopRequest, check_loss, step_consensus, stop_if_requested
@@ -110,6 +110,8 @@ class _Run:
     def after_step(self, epoch: int, pos: EpochPosition, stop: StopRequest) -> None:
         """After each optimizer step: a mid-epoch checkpoint every ``checkpoint_steps``, and stop signals."""
         self.global_step += 1
+        if per_step(self.cfg.train):  # cosine: the lr of the next step (saved below with the rest)
+            self.scheduler.step()
         stopping = stop.requested if dist.world_size() == 1 else pos.stop
         every = self.cfg.train.checkpoint_steps
         if stopping or (every and self.global_step % every == 0):
@@ -133,7 +135,7 @@ def train(cfg: Config, output_dir: str | Path, validate: bool = False, resume: b
     device = resolve_device(cfg.train.device)
     torch.manual_seed(cfg.train.seed)
     train_count, train_loader, val_loader = _loaders(cfg, device, validate)
-    run = _new_run(cfg, output_dir, device)
+    run = _new_run(cfg, output_dir, device, max(len(train_loader) // cfg.train.accumulate, 1))
     start_epoch, position = _resume(run, resume) if resume else (0, EpochPosition())
     if dist.is_main():
         save_config(cfg, output_dir / "config.yaml")
@@ -141,7 +143,7 @@ def train(cfg: Config, output_dir: str | Path, validate: bool = False, resume: b
     bad_log = BadSampleLog(output_dir / "bad_samples.csv", train_count, cfg.train.max_bad_fraction,
                            resume=bool(resume))
     net = parallel.parallel_model(run.model, device, cfg.train)
-    last_val_top1, step_losses = None, []
+    last_val_top1, step_losses, since_best, end_epoch = None, [], 0, cfg.train.epochs
     with StopRequest() as stop:
         for epoch in range(start_epoch, cfg.train.epochs):
             set_loader_epoch(train_loader, epoch, position.step)  # order fixed by (seed, epoch): resumable
@@ -149,7 +151,8 @@ def train(cfg: Config, output_dir: str | Path, validate: bool = False, resume: b
                                     run_log, position, lambda pos, epoch=epoch: run.after_step(epoch, pos, stop),
                                     bad_log, stop)
             step_losses += stats.step_losses
-            run.scheduler.step()
+            if not per_step(cfg.train):
+                run.scheduler.step()
             position = EpochPosition()
             bad_log.flush(epoch)
             run.best_top1, last_val_top1, improved = _end_epoch(epoch, stats, run.model, val_loader, device, cfg,
@@ -161,9 +164,14 @@ def train(cfg: Config, output_dir: str | Path, validate: bool = False, resume: b
                 run_log.end_epoch(epoch + 1)
             if step_consensus(1, stop)[1]:
                 stop_if_requested(stop, output_dir, epoch + 1, 0)
+            since_best = 0 if improved else since_best + 1
+            if val_loader is not None and 0 < cfg.train.early_stop_patience <= since_best:
+                log.info("early stop: no better validation top-1 for %d epochs", since_best)
+                end_epoch = epoch + 1
+                break
     if run_log is not None:
         run_log.close()
-    return TrainResult(output_dir, cfg.train.epochs - start_epoch, run.best_top1, last_val_top1, step_losses)
+    return TrainResult(output_dir, end_epoch - start_epoch, run.best_top1, last_val_top1, step_losses)
 
 
 def _loaders(cfg: Config, device: torch.device, validate: bool) -> tuple[int, Any, Any]:
@@ -188,14 +196,14 @@ def _loaders(cfg: Config, device: torch.device, validate: bool) -> tuple[int, An
     return len(train_samples), train_loader, val_loader
 
 
-def _new_run(cfg: Config, output_dir: Path, device: torch.device) -> _Run:
-    """The model on its device, its optimizer, lr schedule and loss scaler."""
+def _new_run(cfg: Config, output_dir: Path, device: torch.device, steps_per_epoch: int) -> _Run:
+    """The model on its device, its optimizer, lr schedule (``steps_per_epoch`` optimizer steps) and loss scaler."""
     names = class_names(cfg)
     model = parallel.prepare_model(build_model(cfg.model), device, cfg.train)
     if dist.world_size() > 1:  # the same initial weights everywhere, but a different dropout mask per rank
         torch.manual_seed(cfg.train.seed + dist.rank())
     optimizer = build_optimizer(model, cfg.train, parallel.scaled_lr(cfg.train))
-    scheduler = build_scheduler(optimizer, cfg.train)
+    scheduler = build_scheduler(optimizer, cfg.train, steps_per_epoch)
     scaler = torch.amp.GradScaler(device.type, enabled=cfg.train.amp == "fp16")
     return _Run(cfg, output_dir, model, optimizer, scheduler, scaler, names)
 
@@ -304,7 +312,7 @@ def _forward_backward(model: nn.Module, scaler: torch.amp.GradScaler, clips: tor
     with parallel.no_sync_unless(model, ends_group):
         with parallel.autocast(device=clips.device, amp=cfg.train.amp):
             logits = model(clips).float()
-        loss = nn.functional.cross_entropy(logits, labels)
+        loss = nn.functional.cross_entropy(logits, labels, label_smoothing=cfg.train.label_smoothing)
         # Averaged before backward, so every rank sees a NaN on any rank and all stop at the same step.
         values = dist.mean_over_ranks([loss.item(), accuracy(logits.detach(), labels, 1),
                                        accuracy(logits.detach(), labels, 5)])

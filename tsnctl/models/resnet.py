@@ -85,7 +85,8 @@ class ResNet(nn.Module):
     ``4 * 2**k`` of the input.
     """
 
-    def __init__(self, block: type[BasicBlock | Bottleneck], layers: list[int], num_classes: int = 1000) -> None:
+    def __init__(self, block: type[BasicBlock | Bottleneck], layers: list[int], num_classes: int = 1000,
+                 zero_init_last: bool = False) -> None:
         super().__init__()
         self.inplanes = 64
         self.conv1 = nn.Conv2d(3, 64, kernel_size=7, stride=2, padding=3, bias=False)
@@ -104,6 +105,10 @@ class ResNet(nn.Module):
             elif isinstance(m, nn.BatchNorm2d):
                 nn.init.constant_(m.weight, 1)
                 nn.init.constant_(m.bias, 0)
+        if zero_init_last:  # each block's last BN weight 0: every block starts as the identity (Goyal et al. 2017)
+            for m in self.modules():
+                if isinstance(m, (BasicBlock, Bottleneck)):
+                    nn.init.zeros_(m.bn2.weight if isinstance(m, BasicBlock) else m.bn3.weight)
 
     def _make_layer(self, block: type[BasicBlock | Bottleneck], planes: int, blocks: int,
                     stride: int = 1) -> nn.Sequential:
@@ -123,21 +128,21 @@ class ResNet(nn.Module):
         return self.fc(torch.flatten(self.avgpool(x), 1))
 
 
-def resnet18(num_classes: int = 1000) -> ResNet:
-    return ResNet(BasicBlock, [2, 2, 2, 2], num_classes)
+def resnet18(num_classes: int = 1000, zero_init_last: bool = False) -> ResNet:
+    return ResNet(BasicBlock, [2, 2, 2, 2], num_classes, zero_init_last)
 
 
-def resnet34(num_classes: int = 1000) -> ResNet:
-    return ResNet(BasicBlock, [3, 4, 6, 3], num_classes)
+def resnet34(num_classes: int = 1000, zero_init_last: bool = False) -> ResNet:
+    return ResNet(BasicBlock, [3, 4, 6, 3], num_classes, zero_init_last)
 
 
-def resnet50(num_classes: int = 1000) -> ResNet:
-    return ResNet(Bottleneck, [3, 4, 6, 3], num_classes)
+def resnet50(num_classes: int = 1000, zero_init_last: bool = False) -> ResNet:
+    return ResNet(Bottleneck, [3, 4, 6, 3], num_classes, zero_init_last)
 
 
-def resnet101(num_classes: int = 1000) -> ResNet:
-    return ResNet(Bottleneck, [3, 4, 23, 3], num_classes)
+def resnet101(num_classes: int = 1000, zero_init_last: bool = False) -> ResNet:
+    return ResNet(Bottleneck, [3, 4, 23, 3], num_classes, zero_init_last)
 
 
-def resnet152(num_classes: int = 1000) -> ResNet:
-    return ResNet(Bottleneck, [3, 8, 36, 3], num_classes)
+def resnet152(num_classes: int = 1000, zero_init_last: bool = False) -> ResNet:
+    return ResNet(Bottleneck, [3, 8, 36, 3], num_classes, zero_init_last)

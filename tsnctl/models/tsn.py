@@ -41,11 +41,12 @@ class TSN(nn.Module):
 
     def __init__(self, backbone: str = "resnet50", num_classes: int = 400, dropout: float = 0.4,
                  fc_std: float = 0.01, temporal_shift: bool = False, shift_div: int = 8,
-                 shift_place: str = "residual", shift_segments: int = 0, bn_running_var: str = "unbiased") -> None:
+                 shift_place: str = "residual", shift_segments: int = 0, bn_running_var: str = "unbiased",
+                 zero_init_last: bool = False) -> None:
         super().__init__()
         if backbone not in BACKBONES:
             raise UserError(f"unknown backbone {backbone!r}; choose one of {', '.join(BACKBONES)}")
-        resnet = BACKBONES[backbone]()  # torchvision's init: Kaiming normal convs, BN weight 1 / bias 0
+        resnet = BACKBONES[backbone](zero_init_last=zero_init_last)  # torchvision's init (models/resnet.py)
         self.feature_dim = resnet.fc.in_features
         resnet.fc = nn.Identity()  # the backbone ends with global average pooling: [B, feature_dim]
         if temporal_shift:

@@ -22,7 +22,7 @@ log = logging.getLogger("tsnctl")
 def build_model(cfg: ModelConfig) -> TSN:
     """The TSN (or TSM) of a model config, initialised from ``cfg.init_from`` or else ``cfg.pretrained`` when set."""
     model = TSN(cfg.backbone, cfg.num_classes, cfg.dropout, cfg.fc_std, cfg.temporal_shift, cfg.shift_div,
-                cfg.shift_place, cfg.shift_segments, cfg.bn_running_var)
+                cfg.shift_place, cfg.shift_segments, cfg.bn_running_var, cfg.zero_init_last)
     if cfg.init_from:
         init_from_weights(model, cfg.init_from, cfg.backbone)
     elif cfg.pretrained:
