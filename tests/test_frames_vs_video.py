@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from tsnctl.cli import app
 from tsnctl.config import load_config
-from tsnctl.data import dataset
+from tsnctl.data import sampling
 from tsnctl.engine.train import train
 
 runner = CliRunner()
@@ -31,8 +31,8 @@ def _train(root, fmt, seed, monkeypatch, tmp_path):
         picked.append((num_frames, tuple(indices)))
         return indices
 
-    original = dataset.train_indices
-    monkeypatch.setattr(dataset, "train_indices", recording)
+    original = sampling.train_indices
+    monkeypatch.setattr(sampling, "train_indices", recording)
     lists = {"frames": root / "frames" / "train_videos_frames.txt", "video": root / "data" / "train_videos.txt"}
     cfg = load_config(None, [
         f"data.format={fmt}", f"data.train_list={lists[fmt]}", f"data.label_file={root / 'data' / 'labels.txt'}",
@@ -40,7 +40,7 @@ def _train(root, fmt, seed, monkeypatch, tmp_path):
         "model.num_classes=6", "train.batch_size=4", "train.epochs=2", "train.lr=0.005", "train.lr_schedule=cosine",
         f"train.seed={seed}", "train.checkpoint_steps=0", "train.save_interval=0"])
     result = train(cfg, tmp_path / f"{fmt}_{seed}")
-    monkeypatch.setattr(dataset, "train_indices", original)
+    monkeypatch.setattr(sampling, "train_indices", original)
     return picked, result.step_losses
 
 
