@@ -28,6 +28,7 @@ import torch
 from tsnctl.bench import peers, synthetic
 from tsnctl.config import Config
 from tsnctl.data import video
+from tsnctl.data.batch_buffers import received
 from tsnctl.data.dataset import ClipDataset, ClipSettings
 from tsnctl.data.decode import decode_jpeg
 from tsnctl.data.lists import Sample, read_list
@@ -174,8 +175,10 @@ def _bench_case(samples: list[Sample], s: ClipSettings, mode: str, cfg: Config, 
     while count < 3 or ours < min_time or (run_baseline and theirs < min_time):
         keys = [(count + j, (count + j) % len(samples)) for j in range(batch_size)]
         started = time.process_time()
-        dataset.load_batch(keys, shared=True)  # as in a worker: the batch buffer in shared memory
+        batch = dataset.load_batch(keys, shared=True)  # as in a worker: the batch buffer in shared memory
         ours += time.process_time() - started
+        received(*batch)  # as the main process on its arrival: frees the buffers of batches dropped since
+        del batch
         for epoch, index in keys if run_baseline else []:
             random.seed(epoch)
             started = time.process_time()

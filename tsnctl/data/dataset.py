@@ -13,11 +13,7 @@ a 25x10 clip is 6.5 MB of frames but 37 MB of views, which are cut where the bat
 
 from __future__ import annotations
 
-import ctypes
-import functools
-import mmap
 import signal
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -26,6 +22,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, get_worker_info
 
+from tsnctl.data.batch_buffers import SentBatch, shared_uint8
 from tsnctl.data.decode import read_frame_folder, read_video
 from tsnctl.data.lists import Sample
 from tsnctl.data.presets import VIEWS_PER_FRAME, eval_preset, train_preset
@@ -107,8 +104,11 @@ class ClipDataset(SampleDataset):
         return clip, sample.label
 
     def __getitems__(self, keys: list) -> ClipBatch:
-        """What a DataLoader worker calls for a whole batch (see ``load_batch``)."""
-        return self.load_batch(keys, shared=get_worker_info() is not None)
+        """What a DataLoader worker calls for a whole batch (see ``load_batch``); in a worker, the batch
+        goes out as a ``SentBatch`` so that the main process tells when its buffer is free again."""
+        if get_worker_info() is None:
+            return self.load_batch(keys)
+        return SentBatch(self.load_batch(keys, shared=True))
 
     def load_batch(self, keys: list, shared: bool = False) -> ClipBatch:
         """The readable clips of ``keys`` as uint8 ``[B, T', 3, c, c]``, their labels ``[B]`` and the clips
@@ -167,33 +167,9 @@ def keep_batch(batch: ClipBatch) -> ClipBatch:
 
 
 def _uint8_buffer(shape: tuple[int, ...], shared: bool) -> torch.Tensor:
-    if not shared:
-        return torch.empty(shape, dtype=torch.uint8)
-    # What torch's default_collate does inside workers: allocate the batch in shared memory up front, so
-    # that sending it to the main process passes a handle instead of copying it there.
-    storage = torch.UntypedStorage._new_shared(int(np.prod(shape)))
-    _prefault(storage.data_ptr(), storage.nbytes())
-    return torch.empty(0, dtype=torch.uint8).set_(storage).view(shape)
-
-
-_MADV_POPULATE_WRITE = 23  # Linux >= 5.14
-_PREFAULT_MIN = 1 << 20  # smaller buffers fault in few pages: not worth the call
-
-
-def _prefault(address: int, size: int) -> None:
-    """Map every page of a fresh shared-memory buffer in one call: faulting 9,000 tmpfs pages one write
-    at a time costs more than writing the 37 MB of a 25x10 clip. Best effort: older kernels refuse it."""
-    if sys.platform != "linux" or size < _PREFAULT_MIN:
-        return
-    start = address & ~(mmap.PAGESIZE - 1)
-    _libc().madvise(start, size + address - start, _MADV_POPULATE_WRITE)
-
-
-@functools.cache
-def _libc() -> ctypes.CDLL:
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
-    return libc
+    """The batch buffer: private, or in shared memory (``batch_buffers``: a worker's reused buffers), whose
+    batch then crosses to the main process as a handle instead of a copy."""
+    return shared_uint8(shape) if shared else torch.empty(shape, dtype=torch.uint8)
 
 
 def load_clip(sample: Sample, settings: ClipSettings, rng: np.random.Generator,
