@@ -8,7 +8,7 @@ import torch
 from conftest import write_frames
 
 from tsnctl.data import batch_buffers
-from tsnctl.data.batch_buffers import SentBatch, received, shared_uint8
+from tsnctl.data.batch_buffers import SentBatch, private_uint8, received, shared_uint8
 from tsnctl.data.dataset import ClipSettings
 from tsnctl.data.lists import Sample
 from tsnctl.data.views import FrameViews
@@ -107,3 +107,15 @@ def test_a_forked_child_does_not_write_into_its_parents_buffers():
     assert os.read(read, 1) == b"1"
     assert ctypes.string_at(address, 2 * 3 * 8 * 8 * 3) == bytes([1]) * (2 * 3 * 8 * 8 * 3)
     assert _batch(3)[0].untyped_storage().data_ptr() == free[0].data_ptr()  # the parent still reuses it
+
+
+def test_private_buffers_without_workers_are_reused_once_dropped():
+    first = private_uint8((4, 8, 8, 3)).fill_(1)
+    first_ptr = first.data_ptr()
+    view = first[1:].permute(0, 3, 1, 2)  # the loop still holds the batch through a view
+    del first
+    second = private_uint8((4, 8, 8, 3)).fill_(2)
+    assert second.data_ptr() != first_ptr and (view == 1).all()
+    del view
+    third = private_uint8((2, 8, 8, 3)).fill_(3)  # smaller: fits in the first batch's memory
+    assert third.data_ptr() == first_ptr and (second == 2).all()

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, get_worker_info
 
-from tsnctl.data.batch_buffers import SentBatch, shared_uint8
+from tsnctl.data.batch_buffers import SentBatch, private_uint8, shared_uint8
 from tsnctl.data.decode import read_frame_folder, read_video
 from tsnctl.data.lists import Sample
 from tsnctl.data.presets import VIEWS_PER_FRAME, eval_preset, train_preset
@@ -167,9 +167,9 @@ def keep_batch(batch: ClipBatch) -> ClipBatch:
 
 
 def _uint8_buffer(shape: tuple[int, ...], shared: bool) -> torch.Tensor:
-    """The batch buffer: private, or in shared memory (``batch_buffers``: a worker's reused buffers), whose
-    batch then crosses to the main process as a handle instead of a copy."""
-    return shared_uint8(shape) if shared else torch.empty(shape, dtype=torch.uint8)
+    """The batch buffer, in memory reused across batches (``batch_buffers``): shared memory in a worker (the
+    batch then crosses to the main process as a handle instead of a copy), else private."""
+    return shared_uint8(shape) if shared else private_uint8(shape)
 
 
 def load_clip(sample: Sample, settings: ClipSettings, rng: np.random.Generator,
