@@ -6,10 +6,10 @@ against either side; the two pipelines alternate sample by sample so that conten
 memory bandwidth hits both alike.
 The tsnctl side counts what a loader worker and the engine do per sample: a worker's whole batch
 (``ClipDataset.load_batch`` with its buffer in shared memory, as in a worker: read, decode, and the views
-written into the batch) and its share of the one float normalization per batch (on the CPU here; on a GPU
-machine that step moves to the GPU). The reference's side counts its per-image path and its share of
-stacking the float32 batch.
-"""
+written into the batch; each batch then goes to ``batch_buffers.received`` as in the main process, so the
+worker's buffers are reused as in a loader) and its share of the one float normalization per batch (on the
+CPU here; on a GPU machine that step moves to the GPU). The reference's side counts its per-image path and
+its share of stacking the float32 batch. """
 
 from __future__ import annotations
 

@@ -5,11 +5,11 @@ deterministic given the seed: the sampler and the random crops draw from ``sampl
 A clip that cannot be read comes back as a ``BadClip`` naming it and is left out of its batch: the loops
 count and report bad clips, and never replace one by another clip.
 
-Loaders fetch whole batches (``__getitems__``): each clip's views are written straight into one uint8
-batch buffer, in shared memory inside a worker, so a batch is never copied on its way to the main
-process; workers reuse their buffers once the main process has dropped a batch (``batch_buffers``). ThreeCrop and TenCrop test batches hold the clips' frames instead (``views.FrameViews``):
-a 25x10 clip is 6.5 MB of frames but 37 MB of views, which are cut where the batch meets the model.
-"""
+Loaders fetch whole batches (``__getitems__``): each clip's views are written straight into one uint8 batch
+buffer, in shared memory inside a worker, so a batch is never copied on its way to the main process; workers
+reuse their buffers once the main process has dropped a batch (``batch_buffers``). ThreeCrop and TenCrop
+test batches hold the clips' frames instead (``views.FrameViews``): a 25x10 clip is 6.5 MB of frames but 37
+MB of views, which are cut where the batch meets the model. """
 
 from __future__ import annotations
 
