@@ -9,7 +9,8 @@ The tsnctl side counts what a loader worker and the engine do per sample: a work
 written into the batch; each batch then goes to ``batch_buffers.received`` as in the main process, so the
 worker's buffers are reused as in a loader) and its share of the one float normalization per batch (on the
 CPU here; on a GPU machine that step moves to the GPU). The reference's side counts its per-image path and
-its share of stacking the float32 batch. """
+its share of stacking the float32 batch.
+"""
 
 from __future__ import annotations
 
