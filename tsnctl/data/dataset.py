@@ -9,7 +9,8 @@ Loaders fetch whole batches (``__getitems__``): each clip's views are written st
 buffer, in shared memory inside a worker, so a batch is never copied on its way to the main process; workers
 reuse their buffers once the main process has dropped a batch (``batch_buffers``). ThreeCrop and TenCrop
 test batches hold the clips' frames instead (``views.FrameViews``): a 25x10 clip is 6.5 MB of frames but 37
-MB of views, which are cut where the batch meets the model. """
+MB of views, which are cut where the batch meets the model.
+"""
 
 from __future__ import annotations
 
