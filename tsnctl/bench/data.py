@@ -6,9 +6,10 @@ against either side; the two pipelines alternate sample by sample so that conten
 memory bandwidth hits both alike.
 The tsnctl side counts what a loader worker and the engine do per sample: a worker's whole batch
 (``ClipDataset.load_batch`` with its buffer in shared memory, as in a worker: read, decode, and the views
-written into the batch) and its share of the one float normalization per batch (on the CPU here; on a GPU
-machine that step moves to the GPU). The reference's side counts its per-image path and its share of
-stacking the float32 batch.
+written into the batch; each batch then goes to ``batch_buffers.received`` as in the main process, so the
+worker's buffers are reused as in a loader) and its share of the one float normalization per batch (on the
+CPU here; on a GPU machine that step moves to the GPU). The reference's side counts its per-image path and
+its share of stacking the float32 batch.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import torch
 from tsnctl.bench import peers, synthetic
 from tsnctl.config import Config
 from tsnctl.data import video
+from tsnctl.data.batch_buffers import received
 from tsnctl.data.dataset import ClipDataset, ClipSettings
 from tsnctl.data.decode import decode_jpeg
 from tsnctl.data.lists import Sample, read_list
@@ -174,8 +176,10 @@ def _bench_case(samples: list[Sample], s: ClipSettings, mode: str, cfg: Config, 
     while count < 3 or ours < min_time or (run_baseline and theirs < min_time):
         keys = [(count + j, (count + j) % len(samples)) for j in range(batch_size)]
         started = time.process_time()
-        dataset.load_batch(keys, shared=True)  # as in a worker: the batch buffer in shared memory
+        batch = dataset.load_batch(keys, shared=True)  # as in a worker: the batch buffer in shared memory
         ours += time.process_time() - started
+        received(*batch)  # as the main process on its arrival: frees the buffers of batches dropped since
+        del batch
         for epoch, index in keys if run_baseline else []:
             random.seed(epoch)
             started = time.process_time()

@@ -5,19 +5,16 @@ deterministic given the seed: the sampler and the random crops draw from ``sampl
 A clip that cannot be read comes back as a ``BadClip`` naming it and is left out of its batch: the loops
 count and report bad clips, and never replace one by another clip.
 
-Loaders fetch whole batches (``__getitems__``): each clip's views are written straight into one uint8
-batch buffer, allocated in shared memory inside a worker, so a batch is never copied on its way to the
-main process. ThreeCrop and TenCrop test batches hold the clips' frames instead (``views.FrameViews``):
-a 25x10 clip is 6.5 MB of frames but 37 MB of views, which are cut where the batch meets the model.
+Loaders fetch whole batches (``__getitems__``): each clip's views are written straight into one uint8 batch
+buffer, in shared memory inside a worker, so a batch is never copied on its way to the main process; workers
+reuse their buffers once the main process has dropped a batch (``batch_buffers``). ThreeCrop and TenCrop
+test batches hold the clips' frames instead (``views.FrameViews``): a 25x10 clip is 6.5 MB of frames but 37
+MB of views, which are cut where the batch meets the model.
 """
 
 from __future__ import annotations
 
-import ctypes
-import functools
-import mmap
 import signal
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -26,6 +23,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, get_worker_info
 
+from tsnctl.data.batch_buffers import SentBatch, private_uint8, shared_uint8
 from tsnctl.data.decode import read_frame_folder, read_video
 from tsnctl.data.lists import Sample
 from tsnctl.data.presets import VIEWS_PER_FRAME, eval_preset, train_preset
@@ -107,8 +105,11 @@ class ClipDataset(SampleDataset):
         return clip, sample.label
 
     def __getitems__(self, keys: list) -> ClipBatch:
-        """What a DataLoader worker calls for a whole batch (see ``load_batch``)."""
-        return self.load_batch(keys, shared=get_worker_info() is not None)
+        """What a DataLoader worker calls for a whole batch (see ``load_batch``); in a worker, the batch
+        goes out as a ``SentBatch`` so that the main process tells when its buffer is free again."""
+        if get_worker_info() is None:
+            return self.load_batch(keys)
+        return SentBatch(self.load_batch(keys, shared=True))
 
     def load_batch(self, keys: list, shared: bool = False) -> ClipBatch:
         """The readable clips of ``keys`` as uint8 ``[B, T', 3, c, c]``, their labels ``[B]`` and the clips
@@ -167,33 +168,9 @@ def keep_batch(batch: ClipBatch) -> ClipBatch:
 
 
 def _uint8_buffer(shape: tuple[int, ...], shared: bool) -> torch.Tensor:
-    if not shared:
-        return torch.empty(shape, dtype=torch.uint8)
-    # What torch's default_collate does inside workers: allocate the batch in shared memory up front, so
-    # that sending it to the main process passes a handle instead of copying it there.
-    storage = torch.UntypedStorage._new_shared(int(np.prod(shape)))
-    _prefault(storage.data_ptr(), storage.nbytes())
-    return torch.empty(0, dtype=torch.uint8).set_(storage).view(shape)
-
-
-_MADV_POPULATE_WRITE = 23  # Linux >= 5.14
-_PREFAULT_MIN = 1 << 20  # smaller buffers fault in few pages: not worth the call
-
-
-def _prefault(address: int, size: int) -> None:
-    """Map every page of a fresh shared-memory buffer in one call: faulting 9,000 tmpfs pages one write
-    at a time costs more than writing the 37 MB of a 25x10 clip. Best effort: older kernels refuse it."""
-    if sys.platform != "linux" or size < _PREFAULT_MIN:
-        return
-    start = address & ~(mmap.PAGESIZE - 1)
-    _libc().madvise(start, size + address - start, _MADV_POPULATE_WRITE)
-
-
-@functools.cache
-def _libc() -> ctypes.CDLL:
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
-    return libc
+    """The batch buffer, in memory reused across batches (``batch_buffers``): shared memory in a worker (the
+    batch then crosses to the main process as a handle instead of a copy), else private."""
+    return shared_uint8(shape) if shared else private_uint8(shape)
 
 
 def load_clip(sample: Sample, settings: ClipSettings, rng: np.random.Generator,

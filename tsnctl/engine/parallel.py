@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 
+from tsnctl.data.batch_buffers import SLOTS
 from tsnctl.engine.ranks import world_size
 from tsnctl.errors import UserError
 
@@ -79,12 +80,12 @@ def check_shared_memory(num_workers: int, batch_size: int, views: int, crop_size
                         shm: str = "/dev/shm") -> None:
     """Fail early (not with a hang or a bus error mid-epoch) when DataLoader workers cannot fit their batches.
 
-    Each worker keeps up to ``prefetch_factor`` (4) uint8 batches ``[B, views, 3, crop, crop]`` in shared
-    memory (an upper bound for TenCrop batches, which travel as their frames).
+    Each worker keeps up to ``batch_buffers.SLOTS`` (6) uint8 batches ``[B, views, 3, crop, crop]`` in shared
+    memory, reused from batch to batch (an upper bound for TenCrop batches, which travel as their frames).
     """
     if num_workers == 0 or not os.path.isdir(shm):
         return
-    need = procs * num_workers * 4 * batch_size * views * 3 * crop_size * crop_size
+    need = procs * num_workers * SLOTS * batch_size * views * 3 * crop_size * crop_size
     free = shutil.disk_usage(shm).free
     if free < need:
         raise UserError(f"{shm} has {free / 2**20:.0f} MiB free, but {procs} process(es) x {num_workers} "
