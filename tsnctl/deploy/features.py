@@ -108,7 +108,7 @@ def extract_features(model: torch.nn.Module, settings: ClipSettings, clips: list
             _finish(summary, mine, part)
     finally:
         release(lock)
-    if not summary.failed:
+    if not summary.failed or not any(part.glob("*.npz")):  # done, or nothing worth resuming
         remove(part)
     return summary
 
