@@ -177,6 +177,11 @@ def test_cli_timeline(tmp_path):
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
     assert (summary["window"], summary["stride"], summary["smooth"], len(summary["windows"])) == (10, 5, 3, 7)
+    streamed = CliRunner().invoke(app, ["predict", "--stream", str(video), "-w", str(tmp_path / "m.pt"),
+                                        "--timeline", "--window", "1s", "--stride", "5", "--smooth", "3",
+                                        "--output", str(tmp_path / "st"), "--json"])
+    assert streamed.exit_code == 0, streamed.output
+    assert json.loads(streamed.stdout)["segments"] == summary["segments"]  # OpenCV's frames, the same windows
     bad = CliRunner().invoke(app, ["predict", str(video), "-w", str(tmp_path / "m.pt"), "--timeline",
                                    "--stride", "abc"])
     assert bad.exit_code == 2 and "--stride 'abc'" in bad.stderr

@@ -190,7 +190,7 @@ def plot_timeline(t: Timeline, names: list[str], path: Path) -> None:
     band.set_yticks([])
     band.set_xlim(0, max(t.frames / t.fps, 1e-3))
     band.set_xlabel("seconds")
-    fig.suptitle(f"{Path(t.source).name}: window {t.window / t.fps:g}s, stride {t.stride / t.fps:g}s"
+    fig.suptitle(f"{Path(t.source).name}: window {t.window / t.fps:.3g}s, stride {t.stride / t.fps:.3g}s"
                  + (f", smooth {t.smooth}" if t.smooth > 1 else ""), fontsize=9)
     fig.tight_layout()
     _save_atomic(path, lambda tmp: fig.savefig(tmp, dpi=80, format="png"))
