@@ -27,6 +27,32 @@ from tsnctl.cli.common import (
 )
 from tsnctl.errors import UserError
 
+BackendOpt = Annotated[str, typer.Option(help="CPU inference of -w: fast (BatchNorm and input normalization "
+                                              "folded into the convolutions, NHWC, views in chunks; same logits "
+                                              "within 1e-4) or eager (the model as trained).")]
+OutputOpt = Annotated[Path | None, typer.Option("--output", help="Also write the predictions to this CSV file "
+                                                "(one row per clip, or per prediction with --stream); with "
+                                                "--timeline, the folder for its files.")]
+StreamOpt = Annotated[str | None, typer.Option(help="Classify a stream instead of clips: a webcam index (0), a "
+                                                    "video file or an rtsp:// or http(s):// URL.")]
+StrideOpt = Annotated[str | None, typer.Option(
+    help="With --stream or --timeline: the step between predictions, in frames (16) or seconds (0.5s, 500ms) "
+         "(default: 16 frames with --stream, 0.5s with --timeline).", show_default=False)]
+WindowOpt = Annotated[str | None, typer.Option(
+    help="With --stream or --timeline: each prediction samples the last WINDOW frames (16) or seconds (2s) "
+         "(default: 2 x the model's test segments with --stream, 2s with --timeline).", show_default=False)]
+TimelineOpt = Annotated[bool, typer.Option(
+    "--timeline", help="Score one long video (or --stream) window by window and merge the windows into "
+                       "segments: windows.csv, segments.csv, segments.srt, timeline.json and timeline.png go to "
+                       "the --output folder (default: ./<video name>_timeline).")]
+SmoothOpt = Annotated[int, typer.Option(help="With --timeline: average the window probabilities over this many "
+                                             "windows before labelling (1: no smoothing).")]
+ThresholdOpt = Annotated[float, typer.Option(help="With --timeline: drop segments whose mean probability is "
+                                                  "below this.")]
+SaveVideoOpt = Annotated[Path | None, typer.Option(
+    help="With --stream: write the frames with the latest prediction drawn on them to this .mp4; with "
+         "--timeline (a video file): the frames with their segment's label.")]
+
 
 @cli_errors
 def predict(
@@ -49,35 +75,15 @@ def predict(
                                                           "with --stream).")] = False,
     device: DeviceOpt = None,
     provider: ProviderOpt = "cpu",
-    backend: Annotated[str, typer.Option(help="CPU inference of -w: fast (BatchNorm and input normalization "
-                                              "folded into the convolutions, NHWC, views in chunks; same logits "
-                                              "within 1e-4) or eager (the model as trained).")] = "fast",
-    output: Annotated[Path | None, typer.Option("--output", help="Also write the predictions to this CSV file "
-                                                "(one row per clip, or per prediction with --stream); with "
-                                                "--timeline, the folder for its files.")] = None,
-    stream: Annotated[str | None, typer.Option(help="Classify a stream instead of clips: a webcam index (0), a "
-                                                    "video file or an rtsp:// or http(s):// URL.")] = None,
-    stride: Annotated[str | None, typer.Option(help="With --stream or --timeline: the step between predictions, "
-                                                    "in frames (16) or seconds (0.5s, 500ms) (default: 16 "
-                                                    "frames with --stream, 0.5s with --timeline).",
-                                               show_default=False)] = None,
-    window: Annotated[str | None, typer.Option(help="With --stream or --timeline: each prediction samples the "
-                                                    "last WINDOW frames (16) or seconds (2s) (default: 2 x the "
-                                                    "model's test segments with --stream, 2s with --timeline).",
-                                               show_default=False)] = None,
-    timeline: Annotated[bool, typer.Option("--timeline", help="Score one long video (or --stream) window by "
-                                                             "window and merge the windows into segments: "
-                                                             "windows.csv, segments.csv, segments.srt, "
-                                                             "timeline.json and timeline.png go to the --output "
-                                                             "folder (default: ./<video name>_timeline).")] = False,
-    smooth: Annotated[int, typer.Option(help="With --timeline: average the window probabilities over this many "
-                                             "windows before labelling (1: no smoothing).")] = 1,
-    threshold: Annotated[float, typer.Option(help="With --timeline: drop segments whose mean probability is "
-                                                  "below this.")] = 0.0,
-    save_video: Annotated[Path | None, typer.Option(help="With --stream: write the frames with the latest "
-                                                         "prediction drawn on them to this .mp4; with --timeline "
-                                                         "(a video file): the frames with their segment's "
-                                                         "label.")] = None,
+    backend: BackendOpt = "fast",
+    output: OutputOpt = None,
+    stream: StreamOpt = None,
+    stride: StrideOpt = None,
+    window: WindowOpt = None,
+    timeline: TimelineOpt = False,
+    smooth: SmoothOpt = 1,
+    threshold: ThresholdOpt = 0.0,
+    save_video: SaveVideoOpt = None,
 ) -> None:
     """Classify clips, folders of videos or a live stream; prints the top-k classes.
 
@@ -94,19 +100,15 @@ def predict(
 
     topk = _checked_topk(weights is not None, model is not None, topk, preset, bool(clips), stream is not None,
                          num_seg)
-    spans = _checked_timeline(timeline, clips, stream, window, stride, smooth, threshold)
-    if timeline and (preset != "test" or num_seg is not None):
-        raise UserError("--preset and --num-seg apply to clips, not to --timeline (it uses the test protocol)")
+    spans = _checked_timeline(timeline, clips, stream, window, stride, smooth, threshold, preset, num_seg)
     predictor = load_predictor(weights, model, build_config(config, override) if config is not None else None,
                                override, provider, device, backend)
     names = read_labels(labels) if labels else None
     if timeline:
-        _predict_timeline(predictor, stream or str(clips[0]), stream is not None, spans, smooth, threshold, names,
-                          output, save_video, as_json)
-        return
+        return _predict_timeline(predictor, stream or str(clips[0]), stream is not None, spans, smooth, threshold,
+                                 names, output, save_video, as_json)
     if stream is not None:
-        _predict_stream(predictor, stream, *spans, topk, names, save_video, output, as_json)
-        return
+        return _predict_stream(predictor, stream, *spans, topk, names, save_video, output, as_json)
     clips = expand_clips(clips, predictor.settings.image_template)
     with rich_progress() as progress:
         results = run(predictor, clips, topk, names, progress if len(clips) > 1 else silent,
@@ -157,7 +159,7 @@ def _checked_topk(has_weights: bool, has_model: bool, topk: int | None, preset: 
 
 
 def _checked_timeline(timeline: bool, clips: list[Path] | None, stream: str | None, window: str | None,
-                      stride: str | None, smooth: int, threshold: float) -> tuple:
+                      stride: str | None, smooth: int, threshold: float, preset: str, num_seg: int | None) -> tuple:
     """The --timeline and --stream options, checked before any model loads; returns (window, stride) as
     ``Span``s (window None: the stream's default)."""
     from tsnctl.deploy.timeline import parse_span
@@ -166,6 +168,8 @@ def _checked_timeline(timeline: bool, clips: list[Path] | None, stream: str | No
         raise UserError("--window and --stride apply to --stream or --timeline")
     if not timeline and (smooth != 1 or threshold != 0.0):
         raise UserError("--smooth and --threshold apply to --timeline")
+    if timeline and (preset != "test" or num_seg is not None):
+        raise UserError("--preset and --num-seg apply to clips, not to --timeline (it uses the test protocol)")
     if timeline and stream is None and len(clips or []) != 1:
         raise UserError("--timeline scores one video: give exactly one (or --stream SOURCE)")
     if smooth < 1:
