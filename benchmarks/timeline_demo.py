@@ -1,6 +1,7 @@
 """``predict --timeline`` on demo clips of known classes played back to back; and its peak memory, short vs long.
 
-    python benchmarks/timeline_demo.py WEIGHTS OUT [--seconds 6] [--repeat 1] [-o test.crop=center ...]
+    python benchmarks/timeline_demo.py WEIGHTS OUT [--seconds 6] [--repeat 1] [--smooth K] [--threshold P]
+        [-o test.crop=center ...]
 
 Renders one demo clip per class (``tsnctl.demo.data.render_clip``, ``--seconds`` each, 15 fps), writes them
 into one video ``OUT/concat.mp4`` (the sequence ``--repeat`` times), runs ``tsnctl predict --timeline`` on it in
@@ -64,13 +65,16 @@ def main() -> None:
     parser.add_argument("out", type=Path)
     parser.add_argument("--seconds", type=float, default=6.0)
     parser.add_argument("--repeat", type=int, default=1)
+    parser.add_argument("--smooth", default="1")
+    parser.add_argument("--threshold", default="0")
     parser.add_argument("-o", "--override", action="append", default=[])
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     video = args.out / "concat.mp4"
     truth = concatenated(video, args.seconds, args.repeat)
     command = [sys.executable, "-c", "from tsnctl.cli import main; main()", "-q", "predict", str(video), "-w",
-               args.weights, "--timeline", "--window", "2s", "--stride", "0.5s", "--output", str(args.out / "timeline")]
+               args.weights, "--timeline", "--window", "2s", "--stride", "0.5s", "--smooth", args.smooth,
+               "--threshold", args.threshold, "--output", str(args.out / "timeline")]
     for item in args.override:
         command += ["-o", item]
     subprocess.run(command, check=True, env=os.environ)
