@@ -56,6 +56,8 @@ def predict_timeline(predictor: Predictor, source: str, out: str | Path, window:
         raise UserError(f"--smooth {smooth}: must be at least 1 (1: no smoothing)")
     if not 0.0 <= threshold <= 1.0:
         raise UserError(f"--threshold {threshold}: must be a probability between 0 and 1")
+    if save_video is not None and stream:
+        raise UserError("--save-video with --timeline draws the segments on a video file, not on a --stream")
     frames, fps, total = _open(source, stream)
     w, s = window.frames(fps), stride.frames(fps)
     counter = _Counter(frames)
@@ -63,12 +65,12 @@ def predict_timeline(predictor: Predictor, source: str, out: str | Path, window:
                               lambda win: progress("timeline", min(win.end, total or win.end), total or win.end,
                                                    f"{win.end / fps:.1f}s"),
                               stop_on_interrupt=stream)
+    if not windows:  # a live stream stopped (Ctrl-C) before its first window filled
+        raise UserError(f"{source}: stopped before the first window was scored; nothing written", exit_code=1)
     segments = merge_segments(windows, fps, counter.count / fps, names, smooth, threshold)
     result = Timeline(source, fps, counter.count, w, s, smooth, threshold, segments, windows, [])
     result.files = write_timeline(result, out, names)
     if save_video is not None:
-        if stream:
-            raise UserError("--save-video with --timeline draws the segments on a video file, not on a --stream")
         annotate_video(Path(source), segments, save_video, fps)
         result.files.append(Path(save_video))
     return result
