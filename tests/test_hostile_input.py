@@ -99,6 +99,7 @@ def sandbox(tmp_path_factory):
     (s / "labels.txt").write_text("a\nb\n")
     (s / "merged_shard.txt").write_text("walk/clip.mp4 6 0\n")
     (s / "afile").write_text("a file where a folder is expected\n")
+    (s / "broken.mp4").write_bytes(b"not a video" * 8)
     for name in ("tree/walk/a.mp4", "tree/walk/b.mp4", "tree/run/c.mp4", "spaced/walk/a  b.mp4"):
         write_video(s / name, 4)
     (s / "emptyclass" / "walk").mkdir(parents=True)
@@ -225,6 +226,32 @@ ROWS = [
     ("predict latin-1 list", ["predict", "-m", "{S}/good.onnx", "{S}/latin1.txt"], 2, "not UTF-8 text"),
     ("predict csv in missing folder", ["predict", "-m", "{S}/good.onnx", "{S}/frames/clip0", "--output",
                                        "{O}/no/p.csv"], 2, "No such file or directory"),
+    ("timeline window 0s", ["predict", "-w", "{S}/model.pt", "{S}/videos/walk/clip.mp4", "--timeline", "--window",
+                            "0s", "--output", "{O}"], 2, "--window '0s': must be more than 0"),
+    ("timeline stride abc", ["predict", "-w", "{S}/model.pt", "{S}/videos/walk/clip.mp4", "--timeline", "--stride",
+                             "abc", "--output", "{O}"], 2, "--stride 'abc': expected frames"),
+    ("timeline smooth 0", ["predict", "-w", "{S}/model.pt", "{S}/videos/walk/clip.mp4", "--timeline", "--smooth",
+                           "0", "--output", "{O}"], 2, "--smooth 0"),
+    ("timeline two videos", ["predict", "-w", "{S}/model.pt", "{S}/tree/walk/a.mp4", "{S}/tree/walk/b.mp4",
+                             "--timeline", "--output", "{O}"], 2, "exactly one"),
+    ("timeline unreadable video", ["predict", "-w", "{S}/model.pt", "{S}/broken.mp4", "--timeline", "--output",
+                                   "{O}"], 2, "broken.mp4: not a readable video"),
+    ("timeline frame folder", ["predict", "-w", "{S}/model.pt", "{S}/frames/clip0", "--timeline", "--output",
+                               "{O}"], 2, "--timeline reads a video file"),
+    ("timeline output is a file", ["predict", "-w", "{S}/model.pt", "{S}/videos/walk/clip.mp4", "--timeline",
+                                   "--output", "{S}/afile"], 2, "afile: exists and is not a folder"),
+    ("timeline read-only", ["predict", "-w", "{S}/model.pt", "{S}/videos/walk/clip.mp4", "--timeline", "--output",
+                            "{RO}/{O}"], 1, "Read-only file system"),
+    ("features bad shard", ["features", "{S}/vlist.txt", "-w", "{S}/model.pt", "--out", "{O}/f.npy", "--shard",
+                            "5/2"], 2, "--shard '5/2'"),
+    ("features bad level", ["features", "{S}/vlist.txt", "-w", "{S}/model.pt", "--out", "{O}/f.npy", "--level",
+                            "frame"], 2, "--level 'frame'"),
+    ("features parquet", ["features", "{S}/vlist.txt", "-w", "{S}/model.pt", "--out", "{O}/f.parquet"], 2,
+     "pyarrow"),
+    ("features unreadable video", ["features", "{S}/broken.mp4", "-w", "{S}/model.pt", "--out", "{O}/f.npy"], 1,
+     "broken.mp4: not a readable video"),
+    ("features read-only", ["features", "{S}/vlist.txt", "-w", "{S}/model.pt", "--out", "{RO}/f.npy"], 1,
+     "Read-only file system"),
     ("plot read-only", ["plot", "{S}/run", "-o", "{RO}/c.png"], 1, "Read-only file system"),
     ("plot into a file's path", ["plot", "{S}/run", "-o", "{S}/afile/c.png"], 2, "afile"),
     ("plot a folder without metrics", ["plot", "{S}/frames"], 2, "metrics.csv"),

@@ -27,6 +27,32 @@ from tsnctl.cli.common import (
 )
 from tsnctl.errors import UserError
 
+BackendOpt = Annotated[str, typer.Option(help="CPU inference of -w: fast (BatchNorm and input normalization "
+                                              "folded into the convolutions, NHWC, views in chunks; same logits "
+                                              "within 1e-4) or eager (the model as trained).")]
+OutputOpt = Annotated[Path | None, typer.Option("--output", help="Also write the predictions to this CSV file "
+                                                "(one row per clip, or per prediction with --stream); with "
+                                                "--timeline, the folder for its files.")]
+StreamOpt = Annotated[str | None, typer.Option(help="Classify a stream instead of clips: a webcam index (0), a "
+                                                    "video file or an rtsp:// or http(s):// URL.")]
+StrideOpt = Annotated[str | None, typer.Option(
+    help="With --stream or --timeline: the step between predictions, in frames (16) or seconds (0.5s, 500ms) "
+         "(default: 16 frames with --stream, 0.5s with --timeline).", show_default=False)]
+WindowOpt = Annotated[str | None, typer.Option(
+    help="With --stream or --timeline: each prediction samples the last WINDOW frames (16) or seconds (2s) "
+         "(default: 2 x the model's test segments with --stream, 2s with --timeline).", show_default=False)]
+TimelineOpt = Annotated[bool, typer.Option(
+    "--timeline", help="Score one long video (or --stream) window by window and merge the windows into "
+                       "segments: windows.csv, segments.csv, segments.srt, timeline.json and timeline.png go to "
+                       "the --output folder (default: ./<video name>_timeline).")]
+SmoothOpt = Annotated[int, typer.Option(help="With --timeline: average the window probabilities over this many "
+                                             "windows before labelling (1: no smoothing).")]
+ThresholdOpt = Annotated[float, typer.Option(help="With --timeline: drop segments whose mean probability is "
+                                                  "below this.")]
+SaveVideoOpt = Annotated[Path | None, typer.Option(
+    help="With --stream: write the frames with the latest prediction drawn on them to this .mp4; with "
+         "--timeline (a video file): the frames with their segment's label.")]
+
 
 @cli_errors
 def predict(
@@ -49,25 +75,22 @@ def predict(
                                                           "with --stream).")] = False,
     device: DeviceOpt = None,
     provider: ProviderOpt = "cpu",
-    backend: Annotated[str, typer.Option(help="CPU inference of -w: fast (BatchNorm and input normalization "
-                                              "folded into the convolutions, NHWC, views in chunks; same logits "
-                                              "within 1e-4) or eager (the model as trained).")] = "fast",
-    output: Annotated[Path | None, typer.Option("--output", help="Also write the predictions to this CSV file "
-                                                "(one row per clip, or per prediction with --stream).")] = None,
-    stream: Annotated[str | None, typer.Option(help="Classify a stream instead of clips: a webcam index (0), a "
-                                                    "video file or an rtsp:// or http(s):// URL.")] = None,
-    stride: Annotated[int, typer.Option(help="With --stream: frames between predictions.")] = 16,
-    window: Annotated[int, typer.Option(help="With --stream: the last WINDOW frames are sampled for each "
-                                             "prediction (default: 2 x the model's test segments).",
-                                       show_default=False)] = 0,
-    save_video: Annotated[Path | None, typer.Option(help="With --stream: write the frames with the latest "
-                                                         "prediction drawn on them to this .mp4.")] = None,
+    backend: BackendOpt = "fast",
+    output: OutputOpt = None,
+    stream: StreamOpt = None,
+    stride: StrideOpt = None,
+    window: WindowOpt = None,
+    timeline: TimelineOpt = False,
+    smooth: SmoothOpt = 1,
+    threshold: ThresholdOpt = 0.0,
+    save_video: SaveVideoOpt = None,
 ) -> None:
     """Classify clips, folders of videos or a live stream; prints the top-k classes.
 
     The model is a checkpoint (-w) or an exported ONNX model (-m). With --stream, a prediction
     is printed every --stride frames over the last --window frames, until the stream ends
-    (or Ctrl-C).
+    (or Ctrl-C). With --timeline, one long video (or the stream) is scored window by window and the
+    windows are merged into labelled segments (docs/timeline.md).
     """
     _set_backend(backend)
     from tsnctl.data.lists import read_labels
@@ -77,12 +100,15 @@ def predict(
 
     topk = _checked_topk(weights is not None, model is not None, topk, preset, bool(clips), stream is not None,
                          num_seg)
+    spans = _checked_timeline(timeline, clips, stream, window, stride, smooth, threshold, preset, num_seg)
     predictor = load_predictor(weights, model, build_config(config, override) if config is not None else None,
                                override, provider, device, backend)
     names = read_labels(labels) if labels else None
+    if timeline:
+        return _predict_timeline(predictor, stream or str(clips[0]), stream is not None, spans, smooth, threshold,
+                                 names, output, save_video, as_json)
     if stream is not None:
-        _predict_stream(predictor, stream, stride, window, topk, names, save_video, output, as_json)
-        return
+        return _predict_stream(predictor, stream, *spans, topk, names, save_video, output, as_json)
     clips = expand_clips(clips, predictor.settings.image_template)
     with rich_progress() as progress:
         results = run(predictor, clips, topk, names, progress if len(clips) > 1 else silent,
@@ -132,6 +158,51 @@ def _checked_topk(has_weights: bool, has_model: bool, topk: int | None, preset: 
     return topk
 
 
+def _checked_timeline(timeline: bool, clips: list[Path] | None, stream: str | None, window: str | None,
+                      stride: str | None, smooth: int, threshold: float, preset: str, num_seg: int | None) -> tuple:
+    """The --timeline and --stream options, checked before any model loads; returns (window, stride) as
+    ``Span``s (window None: the stream's default)."""
+    from tsnctl.deploy.timeline import parse_span
+
+    if not timeline and stream is None and (window or stride):
+        raise UserError("--window and --stride apply to --stream or --timeline")
+    if not timeline and (smooth != 1 or threshold != 0.0):
+        raise UserError("--smooth and --threshold apply to --timeline")
+    if timeline and (preset != "test" or num_seg is not None):
+        raise UserError("--preset and --num-seg apply to clips, not to --timeline (it uses the test protocol)")
+    if timeline and stream is None and len(clips or []) != 1:
+        raise UserError("--timeline scores one video: give exactly one (or --stream SOURCE)")
+    if smooth < 1:
+        raise UserError(f"--smooth {smooth}: must be at least 1 (1: no smoothing)")
+    if not 0.0 <= threshold <= 1.0:
+        raise UserError(f"--threshold {threshold}: must be a probability between 0 and 1")
+    if timeline:
+        return parse_span(window or "2s", "--window"), parse_span(stride or "0.5s", "--stride")
+    return parse_span(window, "--window") if window else None, parse_span(stride or "16", "--stride")
+
+
+def _predict_timeline(predictor, source: str, is_stream: bool, spans: tuple, smooth: int, threshold: float,
+                      names: list[str] | None, output: Path | None, save_video: Path | None, as_json: bool) -> None:
+    """Run ``predict_timeline`` and print its segments (a table, or the timeline.json object)."""
+    from tsnctl.deploy.timeline_out import predict_timeline
+
+    out = output or Path(f"{Path(source).stem if not is_stream else 'stream'}_timeline")
+    with rich_progress() as progress:
+        result = predict_timeline(predictor, source, out, *spans, smooth, threshold, names, is_stream,
+                                  save_video, progress)
+    if as_json:
+        sys.stdout.write((out / "timeline.json").read_text())
+        return
+    table = Table(title=f"{source}: {len(result.windows)} windows, {len(result.segments)} segments",
+                  title_justify="left")
+    for column in ("start", "end", "label", "score"):
+        table.add_column(column, justify="left" if column == "label" else "right")
+    for seg in result.segments:
+        table.add_row(f"{seg.start:.2f}", f"{seg.end:.2f}", seg.label, f"{seg.score:.3f}")
+    out_console.print(table)
+    log.info("timeline -> %s (%s)", out, ", ".join(p.name for p in result.files))
+
+
 def _print_predictions(results: list[dict]) -> None:
     """A top-k table per clip; a red line for a clip that could not be read."""
     for result in results:
@@ -148,13 +219,13 @@ def _print_predictions(results: list[dict]) -> None:
         out_console.print(table)
 
 
-def _predict_stream(predictor, source: str, stride: int, window: int, topk: int, names: list[str] | None,
+def _predict_stream(predictor, source: str, window, stride, topk: int, names: list[str] | None,
                     save_video: Path | None, output: Path | None, as_json: bool) -> None:
     """Print each prediction of ``stream_predict`` as it comes (a line, or a JSON object per line)."""
     from tsnctl.deploy.predict import write_predictions_csv
     from tsnctl.deploy.stream import stream_predict
 
-    window = window or 2 * predictor.settings.num_seg
+    window = window or 2 * predictor.settings.num_seg  # window, stride: Spans (frames or seconds)
     rows = []
     try:
         for p in stream_predict(predictor, source, window, stride, topk, names, save_video):

@@ -170,3 +170,47 @@ def _rgb(frame: av.VideoFrame) -> np.ndarray:
     image = frame.to_ndarray(format="rgb24")
     turns = round(frame.rotation / 90) % 4
     return np.ascontiguousarray(np.rot90(image, turns)) if turns else image
+
+
+def stream_info(path: Path) -> tuple[float, int]:
+    """The first video stream's average frame rate (0.0 when the container gives none) and its frame count
+    from the container header (0 when unknown; an estimate for some AVI files: for progress bars only)."""
+    with _opened(path) as container:
+        stream = container.streams.video[0]
+        rate = stream.average_rate or stream.guessed_rate
+        fps = float(rate) if rate else 0.0
+        frames = stream.frames
+        if not frames and fps and stream.duration and stream.time_base:
+            frames = round(float(stream.duration * stream.time_base) * fps)
+        return fps, int(frames or 0)
+
+
+def iter_frames(path: Path) -> Iterator[np.ndarray]:
+    """Every frame in ``read_video``'s numbering (decoder output order), RGB uint8 ``[H, W, 3]``, decoded
+    as the caller reads them: memory stays flat however long the video (``predict --timeline``)."""
+    with _opened(path) as container:
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"  # one video at a time: let FFmpeg use the cores
+        try:
+            for frame in container.decode(stream):
+                yield _rgb(frame)
+        except av.FFmpegError as exc:
+            raise UserError(f"{path}: decoding stopped ({exc.strerror or exc}): truncated or corrupt video",
+                            exit_code=1) from None
+
+
+@contextmanager
+def _opened(path: Path) -> Iterator[av.container.InputContainer]:
+    """The container, once it is known to hold a video stream; FFmpeg errors become UserErrors."""
+    if not path.is_file():
+        raise UserError(f"{path}: video file not found")
+    if path.stat().st_size == 0:
+        raise UserError(f"{path}: empty file (0 bytes)")
+    try:
+        container = av.open(str(path))
+    except av.FFmpegError as exc:
+        raise UserError(f"{path}: not a readable video ({exc.strerror or exc})") from None
+    with container:
+        if not container.streams.video:
+            raise UserError(f"{path}: not a readable video (no video stream)")
+        yield container

@@ -23,6 +23,7 @@ from tsnctl.data import transforms as T
 from tsnctl.data.presets import eval_preset
 from tsnctl.data.sampling import eval_indices
 from tsnctl.deploy.predict import Predictor, topk_entries
+from tsnctl.deploy.timeline import Span
 from tsnctl.errors import UserError
 
 DEFAULT_FPS = 25.0  # used for timestamps and --save-video when the source does not report a frame rate
@@ -49,14 +50,17 @@ def open_source(source: str) -> tuple[cv2.VideoCapture, float]:
     return capture, fps if 0 < fps < 1000 else DEFAULT_FPS
 
 
-def stream_predict(predictor: Predictor, source: str, window: int, stride: int, topk: int = 5,
+def stream_predict(predictor: Predictor, source: str, window: int | Span, stride: int | Span, topk: int = 5,
                    labels: list[str] | None = None, save_video: str | Path | None = None
                    ) -> Iterator[StreamPrediction]:
-    """Yield a prediction every ``stride`` frames until the source ends (or the caller stops iterating)."""
+    """Yield a prediction every ``stride`` frames until the source ends (or the caller stops iterating).
+    ``window`` and ``stride``: frames, or a ``Span`` (frames or seconds at the source's frame rate)."""
     settings = predictor.settings
-    if window < 1 or stride < 1:
-        raise UserError("--window and --stride must be at least 1")
     capture, fps = open_source(source)
+    window, stride = (x.frames(fps) if isinstance(x, Span) else x for x in (window, stride))
+    if window < 1 or stride < 1:
+        capture.release()
+        raise UserError("--window and --stride must be at least 1")
     recent: deque[np.ndarray] = deque(maxlen=window)  # RGB [H', W', 3], short side = settings.short_side
     writer, latest, count = None, None, 0
     try:
@@ -71,7 +75,7 @@ def stream_predict(predictor: Predictor, source: str, window: int, stride: int, 
                 latest = StreamPrediction(count, count / fps, _score(predictor, recent, topk, labels))
                 yield latest
             if save_video is not None:
-                writer = writer or _video_writer(save_video, fps, bgr.shape[1], bgr.shape[0])
+                writer = writer or video_writer(save_video, fps, bgr.shape[1], bgr.shape[0])
                 writer.write(_draw(bgr, latest))
         if count == 0:
             raise UserError(f"{source}: no frames could be read", exit_code=1)
@@ -92,7 +96,7 @@ def _score(predictor: Predictor, recent: deque, topk: int, labels: list[str] | N
     return topk_entries(logits, labels or predictor.class_names, topk)
 
 
-def _video_writer(path: str | Path, fps: float, width: int, height: int) -> cv2.VideoWriter:
+def video_writer(path: str | Path, fps: float, width: int, height: int) -> cv2.VideoWriter:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (width, height))
@@ -106,7 +110,11 @@ def _draw(bgr: np.ndarray, prediction: StreamPrediction | None) -> np.ndarray:
     if prediction is None:
         return bgr
     best = prediction.topk[0]
-    text = f"{best['label']} {100 * best['prob']:.1f}%"
+    return draw_label(bgr, f"{best['label']} {100 * best['prob']:.1f}%")
+
+
+def draw_label(bgr: np.ndarray, text: str) -> np.ndarray:
+    """A copy of the frame with ``text`` in a dark band at the top."""
     scale = max(bgr.shape[0] / 480, 0.4)
     (_, text_h), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
     out = bgr.copy()
