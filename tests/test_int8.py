@@ -1,0 +1,96 @@
+"""export --int8: calibrated static quantization, checked against fp32 top-1, refused over --max-drop."""
+
+import re
+
+import onnx
+import pytest
+import torch
+from conftest import write_frames
+from typer.testing import CliRunner
+
+from tsnctl.cli import app
+from tsnctl.config import Config
+from tsnctl.models.tsn import TSN
+from tsnctl.weights.checkpoint import save_checkpoint
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """A random ResNet-18 TSN over 3 classes and 6 small frame clips listed twice (calibration, validation)."""
+    root = tmp_path_factory.mktemp("int8")
+    cfg = Config()
+    cfg.model.backbone, cfg.model.num_classes = "resnet18", 3
+    cfg.data.short_side, cfg.data.crop_size, cfg.data.num_workers = 40, 32, 0
+    cfg.test.num_seg, cfg.test.crop, cfg.train.device = 2, "center", "cpu"
+    torch.manual_seed(0)
+    save_checkpoint(root / "model.pt", {"model": TSN("resnet18", 3).state_dict(), "epoch": 0,
+                                        "config": cfg.to_dict(), "class_names": ["a", "b", "c"]})
+    lines = []
+    for i in range(6):
+        write_frames(root / "frames" / f"clip{i}", 5 + i, seed=i)
+        lines.append(f"frames/clip{i} {5 + i} {i % 3}\n")
+    (root / "calib.txt").write_text("".join(lines[:4]))
+    (root / "val.txt").write_text("".join(lines))
+    return root
+
+
+def export_int8(root, out, *extra):
+    return runner.invoke(app, ["export", "-w", str(root / "model.pt"), "-o", str(out), "--int8",
+                               "--calib-list", str(root / "calib.txt"), "--val-list", str(root / "val.txt"),
+                               "--override", f"data.root={root}", *extra])
+
+
+def test_int8_export_writes_a_quantized_model_and_reports_both_top1(tiny, tmp_path):
+    out = tmp_path / "int8.onnx"
+    result = export_int8(tiny, out, "--max-drop", "100")
+    assert result.exit_code == 0, result.output
+    found = re.search(r"fp32 (\d+\.\d+)%, int8 (\d+\.\d+)% \(drop (-?\d+\.\d+) points", result.output)
+    assert found, result.output
+    fp32, int8, drop = map(float, found.groups())
+    assert abs(fp32 - int8 - drop) < 0.01 and "6 videos" in result.output
+    proto = onnx.load(str(out))
+    ops = {node.op_type for node in proto.graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops  # QDQ: really quantized
+    meta = {p.key: p.value for p in proto.metadata_props}
+    assert meta["tsnctl.precision"] == "int8" and meta["tsnctl.class_names"] == '["a", "b", "c"]'
+    predicted = runner.invoke(app, ["predict", str(tiny / "frames" / "clip0"), "-m", str(out), "--json"])
+    assert predicted.exit_code == 0, predicted.output
+    assert '"label"' in predicted.output
+
+
+def test_int8_over_max_drop_is_refused_with_one_line_and_no_file(tiny, tmp_path):
+    out = tmp_path / "int8.onnx"
+    # The measured drop is >= -100 points, so a limit below that always refuses.
+    result = export_int8(tiny, out, "--max-drop", "-100")
+    assert result.exit_code == 1, result.output
+    assert "over --max-drop -100" in result.output and "not written" in result.output
+    lines = result.output.strip().splitlines()
+    assert "not written" in lines[-1] and "Traceback" not in result.output
+    assert [line for line in lines if "INFO" not in line or "int8 " not in line] == lines[-1:]  # progress only
+    assert list(tmp_path.iterdir()) == []  # neither the model nor a partial file
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--max-drop", "nan"], "--max-drop nan"),
+    (["--max-drop", "1000"], "--max-drop 1000"),
+    (["--fp16"], "exclude each other"),
+])
+def test_bad_int8_options_exit_2(tiny, tmp_path, extra, message):
+    result = export_int8(tiny, tmp_path / "int8.onnx", *extra)
+    assert result.exit_code == 2 and message in result.output, result.output
+    assert not (tmp_path / "int8.onnx").exists()
+
+
+def test_int8_missing_lists_exit_2(tiny, tmp_path):
+    base = ["export", "-w", str(tiny / "model.pt"), "-o", str(tmp_path / "q.onnx"), "--int8"]
+    result = runner.invoke(app, base)
+    assert result.exit_code == 2 and "--calib-list" in result.output
+    result = runner.invoke(app, [*base, "--calib-list", str(tmp_path / "missing.txt"), "--val-list",
+                                 str(tiny / "val.txt")])
+    assert result.exit_code == 2 and "missing.txt" in result.output, result.output
+    result = runner.invoke(app, ["export", "-w", str(tiny / "model.pt"), "-o", str(tmp_path / "q.onnx"),
+                                 "--calib-list", str(tiny / "calib.txt")])
+    assert result.exit_code == 2 and "go with --int8" in result.output
+    assert list(tmp_path.iterdir()) == []
