@@ -13,7 +13,7 @@ from typing import Annotated
 import typer
 
 from tsnctl import __version__
-from tsnctl.cli import bench, data, evaluation, lrfind, predicting, training
+from tsnctl.cli import bench, data, evaluation, lrfind, predicting, serving, training
 from tsnctl.cli.common import out_console, setup_logging
 
 app = typer.Typer(help="Temporal Segment Networks for video action recognition: extract, train, test, export, "
@@ -45,6 +45,7 @@ app.command("train")(training.train)
 app.command("test")(evaluation.test)
 app.command("export")(evaluation.export)
 app.command("predict")(predicting.predict)
+app.command("serve")(serving.serve)
 app.command("check")(data.check)
 app.command("merge-lists")(data.merge_lists)
 app.command("plot")(training.plot)
