@@ -94,3 +94,19 @@ def test_int8_missing_lists_exit_2(tiny, tmp_path):
                                  "--calib-list", str(tiny / "calib.txt")])
     assert result.exit_code == 2 and "go with --int8" in result.output
     assert list(tmp_path.iterdir()) == []
+
+
+def test_bench_onnx_times_fp32_and_int8_side_by_side(tiny, tmp_path):
+    fp32, int8 = tmp_path / "fp32.onnx", tmp_path / "int8.onnx"
+    assert runner.invoke(app, ["export", "-w", str(tiny / "model.pt"), "-o", str(fp32)]).exit_code == 0
+    assert export_int8(tiny, int8, "--max-drop", "100").exit_code == 0
+    result = runner.invoke(app, ["bench", "onnx", str(fp32), str(int8), "--repeats", "2", "--json",
+                                 str(tmp_path / "bench.json")])
+    assert result.exit_code == 0, result.output
+    import json
+
+    cases = json.loads((tmp_path / "bench.json").read_text())["cases"]
+    assert [c["precision"] for c in cases] == ["fp32", "int8"] and cases[0]["speedup"] == 1.0
+    assert all(c["median_ms"] > 0 for c in cases) and cases[1]["size_mb"] < cases[0]["size_mb"]
+    missing = runner.invoke(app, ["bench", "onnx", str(tmp_path / "nope.onnx")])
+    assert missing.exit_code == 2 and "not found" in missing.output
