@@ -160,7 +160,7 @@ def bench_extract(
 ) -> None:
     """Frames/s of extract-frames on one core, against 'ffmpeg -i clip.mp4 -q:v 2 img_%05d.jpg'.
 
-    ffmpeg is taken from the PATH, else from the imageio-ffmpeg package (pip install 'tsnctl[bench]').
+    ffmpeg is taken from the PATH, else from the imageio-ffmpeg package (pip install 'tsnctl\\[bench]').
     """
     from tsnctl.bench.extract import bench_extract as run
 

@@ -47,7 +47,7 @@ def serve(
 
     Upload with 'curl -F file=@clip.mp4 http://127.0.0.1:8000/predict'; with --allow-dir, also
     '-H content-type:application/json -d {"path": "/data/clip.mp4"}'. Bad requests get a 4xx
-    and {"error": "..."}; the server runs until Ctrl-C. Needs pip install 'tsnctl[serve]'.
+    and {"error": "..."}; the server runs until Ctrl-C. Needs pip install 'tsnctl\\[serve]'.
     """
     from tsnctl.cli.predicting import _set_backend
     from tsnctl.deploy.serve import ServeSettings, check_settings
