@@ -71,8 +71,10 @@ def to_int8_onnx(loaded: LoadedModel, output: str | Path, calib_list: str | Path
     with tempfile.TemporaryDirectory(prefix="tsnctl-int8-") as tmp:
         fp32 = to_onnx(loaded, Path(tmp) / "fp32.onnx").path
         int8 = Path(tmp) / "int8.onnx"
-        _quantize(fp32, int8, _loader(cfg, calib), len(calib), progress)
-        fp32_top1, int8_top1, videos = _compare(fp32, int8, _loader(cfg, val), progress)
+        chunked = not cfg.model.temporal_shift  # views are independent until the average: run them in chunks
+        _quantize(fp32, int8, _loader(cfg, calib, 1), len(calib), chunked, progress)
+        fp32_top1, int8_top1, videos = _compare(fp32, int8, _loader(cfg, val, cfg.test.batch_size), chunked,
+                                                progress)
         report = Int8Report(output, fp32_top1, int8_top1, videos, len(calib), fp32.stat().st_size / 2**20,
                             int8.stat().st_size / 2**20)
         if report.drop > max_drop:
@@ -92,27 +94,34 @@ def _spread(samples: list, count: int) -> list:
     return [samples[i] for i in np.linspace(0, len(samples) - 1, count).round().astype(int)]
 
 
-def _loader(cfg, samples: list):
-    return clip_loader(samples, clip_settings(cfg, "test"), 1, cfg.data.num_workers)
+def _loader(cfg, samples: list, batch_size: int):
+    return clip_loader(samples, clip_settings(cfg, "test"), batch_size, cfg.data.num_workers)
 
 
-def _quantize(fp32: Path, int8: Path, loader, total: int, progress: ProgressFn) -> None:
+def _quantize(fp32: Path, int8: Path, loader, total: int, chunked: bool, progress: ProgressFn) -> None:
+    """``chunked``: calibrate on ``VIEWS_PER_RUN`` views at a time; the ranges stored for all intermediate
+    outputs (MinMax keeps them until it merges) then stay small whatever the test protocol's view count."""
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
+    from tsnctl.deploy.runtime import VIEWS_PER_RUN
+
+    def inputs():
+        for done, (clips, labels, bad) in enumerate(loader, start=1):
+            progress("int8 calibrate", done, total, f"{len(bad)} unreadable" if bad else "")
+            if len(labels):
+                views = model_input(clips, torch.device("cpu")).numpy()
+                step = VIEWS_PER_RUN if chunked else views.shape[1]
+                yield from ({"clips": views[:, i:i + step]} for i in range(0, views.shape[1], step))
+
     class ClipReader(CalibrationDataReader):
-        """Normalized test views ``[1, V, 3, H, W]`` of each readable calibration clip."""
+        """Normalized test views ``[1, V, 3, H, W]`` of each readable calibration clip (or chunks of them)."""
 
         def __init__(self) -> None:
-            self.batches, self.done = iter(loader), 0
+            self.inputs = inputs()
 
         def get_next(self) -> dict[str, np.ndarray] | None:
-            for clips, labels, bad in self.batches:
-                self.done += 1
-                progress("int8 calibrate", self.done, total, f"{len(bad)} unreadable" if bad else "")
-                if len(labels):
-                    return {"clips": model_input(clips, torch.device("cpu")).numpy()}
-            return None
+            return next(self.inputs, None)
 
     prepared = fp32.with_name("prepared.onnx")
     root = logging.getLogger()
@@ -127,11 +136,11 @@ def _quantize(fp32: Path, int8: Path, loader, total: int, progress: ProgressFn) 
         root.setLevel(level)
 
 
-def _compare(fp32: Path, int8: Path, loader, progress: ProgressFn) -> tuple[float, float, int]:
+def _compare(fp32: Path, int8: Path, loader, chunked: bool, progress: ProgressFn) -> tuple[float, float, int]:
     """Top-1 (%) of both models on the same decoded clips, and the number of readable clips."""
     from tsnctl.deploy.runtime import OnnxClassifier, inference_session
 
-    pair = _Pair(OnnxClassifier(inference_session(fp32)), OnnxClassifier(inference_session(int8)))
+    pair = _Pair(OnnxClassifier(inference_session(fp32), chunked), OnnxClassifier(inference_session(int8), chunked))
     logits, labels, _ = evaluate(pair, loader, torch.device("cpu"), progress, "int8 check")
     if not len(labels):
         raise UserError("no validation clip could be read", exit_code=1)
