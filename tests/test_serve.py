@@ -53,7 +53,7 @@ def served(tmp_path_factory):
     proc = subprocess.Popen([sys.executable, "-c", "from tsnctl.cli import main; main()", "serve", "-m",
                              str(root / "model.onnx"), "--port", "0", "--max-mb", "0.05", "--allow-dir", str(media),
                              "--topk", "2", "--batch-wait-ms", "20"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=(root / "server.err").open("w"), text=True)
     lines: queue.Queue = queue.Queue()
     threading.Thread(target=lambda: [lines.put(line) for line in proc.stdout], daemon=True).start()
     try:
@@ -67,10 +67,11 @@ def served(tmp_path_factory):
     finally:
         proc.send_signal(signal.SIGINT)
         try:
-            proc.wait(timeout=TIMEOUT)
+            assert proc.wait(timeout=TIMEOUT) == 0  # Ctrl-C: a graceful stop, exit 0
         except subprocess.TimeoutExpired:
             proc.kill()
             raise
+        assert "Traceback" not in (root / "server.err").read_text()
 
 
 def request(url: str, body: bytes | None, headers: dict) -> tuple[int, dict]:

@@ -80,7 +80,11 @@ def serve(predictor: Predictor, settings: ServeSettings, ready: Callable[[str], 
     config = uvicorn.Config(create_app(predictor, settings), log_config=None, log_level=level,
                             access_log=level <= logging.DEBUG, timeout_graceful_shutdown=5)
     ready(f"http://{f'[{host}]' if ':' in host else host}:{port}")
-    uvicorn.Server(config).run(sockets=[sock])
+    try:
+        uvicorn.Server(config).run(sockets=[sock])
+    except KeyboardInterrupt:  # uvicorn re-raises Ctrl-C after its graceful shutdown: the normal way to stop
+        pass
+    log.info("server stopped")
 
 
 def bind(host: str, port: int) -> socket.socket:
