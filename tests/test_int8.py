@@ -110,3 +110,32 @@ def test_bench_onnx_times_fp32_and_int8_side_by_side(tiny, tmp_path):
     assert all(c["median_ms"] > 0 for c in cases) and cases[1]["size_mb"] < cases[0]["size_mb"]
     missing = runner.invoke(app, ["bench", "onnx", str(tmp_path / "nope.onnx")])
     assert missing.exit_code == 2 and "not found" in missing.output
+
+
+def test_calibration_ranges_cover_every_calibration_clip(tiny, tmp_path):
+    """One white clip among eight black ones, first in the list: the input's INT8 range must reach white's
+    normalized value (onnxruntime's CalibMaxIntermediateOutputs once kept only the last few clips' ranges)."""
+    import cv2
+    import numpy as np
+    from onnx import numpy_helper
+
+    lines = []
+    for i in range(9):
+        folder = tmp_path / "frames" / f"c{i}"
+        folder.mkdir(parents=True)
+        for f in range(1, 6):
+            cv2.imwrite(str(folder / f"img_{f:05d}.jpg"), np.full((48, 64, 3), 255 if i == 0 else 0, np.uint8))
+        lines.append(f"frames/c{i} 5 {i % 3}\n")
+    (tmp_path / "calib.txt").write_text("".join(lines))
+    out = tmp_path / "int8.onnx"
+    result = runner.invoke(app, ["export", "-w", str(tiny / "model.pt"), "-o", str(out), "--int8", "--calib-list",
+                                 str(tmp_path / "calib.txt"), "--val-list", str(tmp_path / "calib.txt"), "--max-drop",
+                                 "100", "--override", f"data.root={tmp_path}"])
+    assert result.exit_code == 0, result.output
+    assert "calibrated on 9 clips" in result.output
+    proto = onnx.load(str(out))
+    inits = {t.name: numpy_helper.to_array(t) for t in proto.graph.initializer}
+    quantize = next(n for n in proto.graph.node if n.op_type == "QuantizeLinear")  # conv1's input: the views
+    scale, zero = float(inits[quantize.input[1]]), int(inits[quantize.input[2]])
+    white = (1.0 - 0.406) / 0.225  # the largest normalized value of a white pixel (blue channel)
+    assert scale * (127 - zero) >= 0.95 * white
