@@ -1,6 +1,6 @@
 """INT8 export: onnxruntime static quantization, calibrated on real clips and checked on a validation list.
 
-The fp32 model from ``to_onnx`` is quantized in QDQ format (int8 weights per output channel, int8
+The fp32 model from ``to_onnx`` is quantized in QDQ format (int8 weights per output channel, uint8
 activations with ranges from MinMax calibration). Calibration clips go through the test protocol's
 decoding, crops and normalization, as the deployed model sees them. Then the fp32 and INT8 models score the
 same validation clips (decoded once) and the INT8 file is only moved into place when its top-1 is at most
@@ -130,7 +130,9 @@ def _quantize(fp32: Path, int8: Path, loader, total: int, chunked: bool, progres
     try:
         quant_pre_process(str(fp32), str(prepared), skip_symbolic_shape=True)  # folds constants, infers shapes
         quantize_static(str(prepared), str(int8), ClipReader(), quant_format=QuantFormat.QDQ, per_channel=True,
-                        activation_type=QuantType.QInt8, weight_type=QuantType.QInt8)
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+        # U8S8 (uint8 activations, int8 weights): onnxruntime's x86 kernels (VPMADDUBSW, VNNI) take it directly;
+        # S8S8 measured slower than fp32 here (demo ResNet-18, 80 views: u8s8 75 ms, s8s8 368, fp32 302).
         # No CalibMaxIntermediateOutputs: onnxruntime 1.32 drops the collected ranges at that count instead of
         # merging them (the last partial group alone set the ranges). Kept per input are ReduceMin/ReduceMax
         # results, not activations, so memory grows only by a few numbers per tensor and clip.
