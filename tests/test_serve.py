@@ -52,7 +52,7 @@ def served(tmp_path_factory):
     (root / "outside.mp4").write_bytes((media / "good.mp4").read_bytes())
     proc = subprocess.Popen([sys.executable, "-c", "from tsnctl.cli import main; main()", "serve", "-m",
                              str(root / "model.onnx"), "--port", "0", "--max-mb", "0.05", "--allow-dir", str(media),
-                             "--topk", "2", "--batch-wait-ms", "20"],
+                             "--topk", "2", "--max-batch", "8", "--batch-wait-ms", "20"],
                             stdout=subprocess.PIPE, stderr=(root / "server.err").open("w"), text=True)
     lines: queue.Queue = queue.Queue()
     threading.Thread(target=lambda: [lines.put(line) for line in proc.stdout], daemon=True).start()

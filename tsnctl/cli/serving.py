@@ -35,8 +35,11 @@ def serve(
                                                               "by path instead of uploading them (repeatable; "
                                                               "default: uploads only).")] = None,
     topk: Annotated[int, typer.Option(help="Classes per answer unless the request asks ?topk=N.")] = 5,
-    max_batch: Annotated[int, typer.Option(help="Concurrent clips run through the model in one call, at "
-                                                "most.")] = 8,
+    max_batch: Annotated[int | None, typer.Option(help="Concurrent clips run through the model in one call, at "
+                                                       "most (default: 8 with --provider cuda/tensorrt or --device "
+                                                       "cuda; else 1: on a CPU one clip's views already fill the "
+                                                       "cores, see docs/benchmarks.md).",
+                                                  show_default=False)] = None,
     batch_wait_ms: Annotated[float, typer.Option(help="How long the first clip of a batch waits for others "
                                                       "(ms).")] = 10.0,
     device: DeviceOpt = None,
@@ -57,6 +60,9 @@ def serve(
     if (weights is None) == (model is None):
         raise UserError("give exactly one of -w CHECKPOINT or -m MODEL.onnx")
     _set_backend(backend)
+    if max_batch is None:
+        on_gpu = (provider != "cpu") if model is not None else (device or "").startswith("cuda")
+        max_batch = 8 if on_gpu else 1
     settings = check_settings(ServeSettings(host, port, max_mb, list(allow_dir or []), topk, max_batch,
                                             batch_wait_ms))
     predictor = load_predictor(weights, model, build_config(config, override) if config is not None else None,
