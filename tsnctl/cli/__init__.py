@@ -13,7 +13,7 @@ from typing import Annotated
 import typer
 
 from tsnctl import __version__
-from tsnctl.cli import bench, data, evaluation, features, lrfind, predicting, training
+from tsnctl.cli import bench, data, evaluation, features, lrfind, predicting, serving, training
 from tsnctl.cli.common import out_console, setup_logging
 
 app = typer.Typer(help="Temporal Segment Networks for video action recognition: extract, train, test, export, "
@@ -46,6 +46,7 @@ app.command("test")(evaluation.test)
 app.command("export")(evaluation.export)
 app.command("predict")(predicting.predict)
 app.command("features")(features.features)
+app.command("serve")(serving.serve)
 app.command("check")(data.check)
 app.command("merge-lists")(data.merge_lists)
 app.command("plot")(training.plot)

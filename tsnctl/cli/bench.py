@@ -1,4 +1,4 @@
-"""The bench commands: data path, model and extraction speed."""
+"""The bench commands: data path, model, extraction, predict and exported-model speed."""
 
 from __future__ import annotations
 
@@ -160,7 +160,7 @@ def bench_extract(
 ) -> None:
     """Frames/s of extract-frames on one core, against 'ffmpeg -i clip.mp4 -q:v 2 img_%05d.jpg'.
 
-    ffmpeg is taken from the PATH, else from the imageio-ffmpeg package (pip install 'tsnctl[bench]').
+    ffmpeg is taken from the PATH, else from the imageio-ffmpeg package (pip install 'tsnctl\\[bench]').
     """
     from tsnctl.bench.extract import bench_extract as run
 
@@ -208,3 +208,29 @@ def bench_predict(
     out_console.print(table)
     _write_json(json_file, result)
 
+
+
+@bench_app.command("onnx")
+@cli_errors
+def bench_onnx(
+    models: Annotated[list[Path], typer.Argument(help="ONNX models from 'tsnctl export' of one checkpoint, e.g. "
+                                                      "fp32 then --int8 (ratios are to the first).")],
+    batch: Annotated[int, typer.Option(help="Clips per call.")] = 1,
+    repeats: Annotated[int, typer.Option(help="Calls of each model, alternating (the median counts).")] = 20,
+    json_file: JsonOpt = None,
+) -> None:
+    """Milliseconds per call of exported models in onnxruntime on this CPU, side by side (e.g. INT8 vs fp32)."""
+    from tsnctl.deploy.speed import bench_onnx as run
+
+    with rich_progress() as progress:
+        result = run(models, batch, repeats, progress)
+    table = Table(title=f"bench onnx: input {result.input_shape}, median of {result.repeats} calls each, "
+                        f"alternating; {result.threads} threads; load average {result.load_before:.1f} -> "
+                        f"{result.load_after:.1f}", title_justify="left")
+    for column in ("model", "precision", "MB", "ms per call", "clips/s", "speed-up"):
+        table.add_column(column, justify="left" if column in ("model", "precision") else "right")
+    for case in result.cases:
+        table.add_row(case.path, case.precision, f"{case.size_mb:.1f}", f"{case.median_ms:.1f}",
+                      f"{case.clips_per_s:.2f}", f"{case.speedup:.2f}x")
+    out_console.print(table)
+    _write_json(json_file, result)

@@ -28,6 +28,7 @@ from tsnctl.cli.common import (
     err_console,
     load_weights,
     out_console,
+    rich_progress,
 )
 from tsnctl.errors import UserError
 
@@ -140,13 +141,52 @@ def export(
     fp16: Annotated[bool, typer.Option("--fp16", help="Half-precision weights and input; verified against the fp32 "
                                                       "model (max logit difference within 1% of the largest logit, "
                                                       "same top-1).")] = False,
+    int8: Annotated[bool, typer.Option("--int8", help="INT8 (onnxruntime static quantization, QDQ, per-channel "
+                                                      "weights) calibrated on --calib-list; written only when its "
+                                                      "top-1 on --val-list is at most --max-drop points below "
+                                                      "fp32's.")] = False,
+    calib_list: Annotated[Path | None, typer.Option(help="With --int8: list of clips (as for test) whose "
+                                                         "activations set the INT8 ranges.")] = None,
+    val_list: Annotated[Path | None, typer.Option(help="With --int8: list on which fp32 and INT8 top-1 are "
+                                                       "compared (default: the config's data.val_list).")] = None,
+    max_drop: Annotated[float, typer.Option(help="With --int8: largest accepted top-1 drop in points; a bigger "
+                                                 "drop exits 1 and writes nothing.")] = 1.0,
+    calib_clips: Annotated[int, typer.Option(help="With --int8: calibrate on at most this many clips, evenly "
+                                                  "spread over --calib-list.")] = 100,
 ) -> None:
-    """Export a checkpoint to ONNX (input [N, views, 3, H, W]) and verify it with onnxruntime."""
+    """Export a checkpoint to ONNX (input [N, views, 3, H, W]) and verify it with onnxruntime; or to INT8."""
     from tsnctl.deploy.export import to_onnx
 
+    if int8:
+        _export_int8(weights, output, config, override, fp16, calib_list, val_list, max_drop, calib_clips)
+        return
+    if calib_list or val_list:
+        raise UserError("--calib-list and --val-list go with --int8")
     report = to_onnx(load_weights(weights, config, override), output, fp16=fp16)
     out_console.print(f"exported {report.path} ({'fp16' if fp16 else 'fp32'}, input clips {report.input_shape}); "
                       f"onnx.checker ok; onnxruntime vs torch (fp32) max abs diff {report.max_abs_diff:.2e}")
+
+
+def _export_int8(weights: Path, output: Path, config: Path | None, override: list[str] | None, fp16: bool,
+                 calib_list: Path | None, val_list: Path | None, max_drop: float, calib_clips: int) -> None:
+    """``export --int8``: quantize, compare top-1 with fp32, write only within ``max_drop``."""
+    from tsnctl.deploy.quantize import check_max_drop, to_int8_onnx
+
+    if fp16:
+        raise UserError("--int8 and --fp16 exclude each other")
+    if calib_list is None:
+        raise UserError("--int8 needs --calib-list LIST (clips to calibrate the INT8 ranges on)")
+    check_max_drop(max_drop)
+    loaded = load_weights(weights, config, override)
+    val_list = val_list or (Path(loaded.cfg.data.val_list) if loaded.cfg.data.val_list else None)
+    if val_list is None:
+        raise UserError("--int8 needs --val-list LIST (the model's config names no data.val_list)")
+    with rich_progress() as progress:
+        report = to_int8_onnx(loaded, output, calib_list, val_list, max_drop, calib_clips, progress)
+    out_console.print(f"exported {report.path} (int8, {report.int8_mb:.1f} MB; fp32 {report.fp32_mb:.1f} MB); "
+                      f"top-1 on {val_list} ({report.videos} videos): fp32 {report.fp32_top1:.2f}%, int8 "
+                      f"{report.int8_top1:.2f}% (drop {report.drop:.2f} points, --max-drop {max_drop:g}); "
+                      f"calibrated on {report.calib_clips} clips", highlight=False, soft_wrap=True)
 
 
 @cli_errors
