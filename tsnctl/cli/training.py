@@ -27,6 +27,7 @@ from tsnctl.cli.common import (
     build_config,
     cli_errors,
     out_console,
+    rich_progress,
     run_on_ranks,
     set_train_features,
 )
@@ -45,9 +46,11 @@ def train(
     max_bad_fraction: Annotated[float | None, typer.Option(
         "--max-bad-fraction", help="Stop when more than this fraction of training clips cannot be read "
                                    "(default: train.max_bad_fraction, 0.01).")] = None,
-    init_from: Annotated[Path | None, typer.Option("--init-from", help="Start from these weights (any -w format, or "
-                         "backbone-only ImageNet weights): the backbone, and the head when its classes match; sets "
-                         "model.init_from.")] = None,
+    init_from: Annotated[str | None, typer.Option("--init-from", metavar="WEIGHTS|NAME", help=(
+        "Start from these weights: a file (any -w format, or backbone-only ImageNet weights), or a published "
+        "Kinetics-400 checkpoint by name, downloaded once into the torch hub cache with its hash checked "
+        "(names: docs/finetune.md, e.g. mmaction2-tsn-r50-1x1x8-k400, paddle-tsn-r50-k400). Loads the backbone, "
+        "and the head when its classes match; sets model.init_from."))] = None,
     device: DeviceOpt = None,
     amp: AmpOpt = None,
     channels_last: ChannelsLastOpt = None,
@@ -79,7 +82,14 @@ def train(
         cfg.train.max_bad_fraction = max_bad_fraction
         validate_config(cfg)
     if init_from is not None:
-        cfg.model.init_from = str(init_from)
+        cfg.model.init_from = init_from
+    if cfg.model.init_from:  # fetch a published name once, here, before any rank starts
+        from tsnctl.weights.hub import resolve
+        from tsnctl.weights.init import check_published
+
+        check_published(cfg.model)
+        with rich_progress() as progress:
+            resolve(cfg.model.init_from, progress)
     output = output or Path("runs") / (config.stem if config else "default")
     layout = (gpus, nproc, nnodes, node_rank, master_addr, master_port, rdzv_endpoint)
     resume_arg = str(resume_from) if resume_from else resume

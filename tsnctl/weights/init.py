@@ -14,6 +14,7 @@ import torch
 from tsnctl.config import ModelConfig
 from tsnctl.errors import UserError
 from tsnctl.models.tsn import TSN
+from tsnctl.weights import hub
 from tsnctl.weights.formats import Weights, from_state_dict, load_into, read_weights
 
 log = logging.getLogger("tsnctl")
@@ -21,6 +22,7 @@ log = logging.getLogger("tsnctl")
 
 def build_model(cfg: ModelConfig) -> TSN:
     """The TSN (or TSM) of a model config, initialised from ``cfg.init_from`` or else ``cfg.pretrained`` when set."""
+    check_published(cfg)
     model = TSN(cfg.backbone, cfg.num_classes, cfg.dropout, cfg.fc_std, cfg.temporal_shift, cfg.shift_div,
                 cfg.shift_place, cfg.shift_segments, cfg.bn_running_var, cfg.zero_init_last)
     if cfg.init_from:
@@ -28,6 +30,19 @@ def build_model(cfg: ModelConfig) -> TSN:
     elif cfg.pretrained:
         load_backbone_weights(model, cfg.pretrained, cfg.backbone)
     return model
+
+
+def check_published(cfg: ModelConfig) -> None:
+    """A published name must fit the configured network (checked before any download): a TSM checkpoint loads
+    into a plain TSN without complaint (same tensors), but the model would then be a different network."""
+    name = cfg.init_from or cfg.pretrained
+    if not hub.is_published_name(name):
+        return
+    entry = hub.PUBLISHED[name]
+    if (entry.backbone, entry.temporal_shift) != (cfg.backbone, cfg.temporal_shift):
+        raise UserError(f"{name} is a {'TSM' if entry.temporal_shift else 'TSN'} {entry.backbone}: set "
+                        f"model.backbone={entry.backbone} and model.temporal_shift={str(entry.temporal_shift).lower()}"
+                        f" (the config has {cfg.backbone}, temporal_shift={str(cfg.temporal_shift).lower()})")
 
 
 def load_backbone_weights(model: TSN, source: str, backbone: str) -> None:
@@ -38,13 +53,14 @@ def load_backbone_weights(model: TSN, source: str, backbone: str) -> None:
     if source == "imagenet":
         weights = from_state_dict(_imagenet_state_dict(backbone), f"ImageNet weights for {backbone}")
     else:
-        weights = read_weights(source)
+        weights = read_weights(hub.resolve(source))
     _load_backbone(model, weights, source, backbone)
 
 
 def init_from_weights(model: TSN, source: str, backbone: str) -> None:
-    """Start training from another model: its whole backbone, and its head when the class counts match."""
-    weights = read_weights(source)
+    """Start training from another model (a file, or a published name of ``weights/hub.py``): its whole
+    backbone, and its head when the class counts match."""
+    weights = read_weights(hub.resolve(source))
     _load_backbone(model, weights, source, backbone)
     stored, wanted = weights.num_classes, model.head.fc.out_features
     if stored is None:
