@@ -49,7 +49,7 @@ def train(
     init_from: Annotated[str | None, typer.Option("--init-from", metavar="WEIGHTS|NAME", help=(
         "Start from these weights: a file (any -w format, or backbone-only ImageNet weights), or a published "
         "Kinetics-400 checkpoint by name, downloaded once into the torch hub cache with its hash checked "
-        "(names: docs/finetune.md, e.g. mmaction2-tsn-r50-1x1x8-k400, paddle-tsn-r50-k400). Loads the backbone, "
+        "(names: docs/finetune.md, e.g. mmaction2-tsn-r50-1x1x8-k400, paddle-tsn-r50-1x1x3-k400). Loads the backbone, "
         "and the head when its classes match; sets model.init_from."))] = None,
     device: DeviceOpt = None,
     amp: AmpOpt = None,

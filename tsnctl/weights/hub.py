@@ -61,11 +61,11 @@ def _mm(model: str, folder: str, stamp: str) -> str:
 # configs/recognition/{tsn,tsm}/metafile.yml and README.md). Not downloaded while writing this table (no network
 # here): the hash prefixes are the publishers' own.
 PUBLISHED: dict[str, Published] = {
-    "paddle-tsn-r50-k400": Published(
+    "paddle-tsn-r50-1x1x3-k400": Published(
         f"{_PADDLE}/PaddleVideo-release2.2/TSN_k400.pdparams", "PaddleVideo", "resnet50", False, 3, 69.81),
-    "paddle-tsn-r50-k400-8seg": Published(
+    "paddle-tsn-r50-1x1x8-k400": Published(
         f"{_PADDLE}/PaddleVideo-release2.2/TSN_k400_8.pdparams", "PaddleVideo", "resnet50", False, 8, 71.70),
-    "paddle-tsm-r50-k400": Published(
+    "paddle-tsm-r50-1x1x8-k400": Published(
         f"{_PADDLE}/PaddleVideo-release2.1/TSM/TSM_k400.pdparams", "PaddleVideo", "resnet50", True, 8, 70.86),
     "mmaction2-tsn-r50-1x1x3-k400": Published(
         _mm("tsn", "tsn_imagenet-pretrained-r50_8xb32-1x1x3-100e_kinetics400-rgb", "20220906-cd10898e"),
