@@ -194,3 +194,17 @@ def test_finetune_run_keeps_frozen_weights_of_its_init(tmp_path):
     assert result.epochs_run == 1 and all(map(lambda x: x == x, result.step_losses))
     saved = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
     assert saved["model"]["freeze_stages"] == 2 and saved["train"]["sampler"] == "balanced"
+
+
+def test_init_from_a_checkpoint_of_other_classes_keeps_only_the_backbone(tmp_path):
+    from tsnctl.weights.checkpoint import save_checkpoint
+
+    source = build_model(ModelConfig(backbone="resnet18", num_classes=3))
+    torch.nn.init.constant_(source.head.fc.bias, 7.0)
+    save_checkpoint(tmp_path / "src.pt", {"model": source.state_dict(), "config": Config().to_dict(),
+                                          "class_names": ["walk", "run", "jump"]})
+    cfg = ModelConfig(backbone="resnet18", num_classes=3, init_from=str(tmp_path / "src.pt"))
+    same = build_model(cfg, ["walk", "run", "jump"])
+    other = build_model(cfg, ["red", "green", "blue"])
+    assert float(same.head.fc.bias[0]) == 7.0 and float(other.head.fc.bias[0]) == 0.0
+    assert torch.equal(other.backbone.conv1.weight, source.backbone.conv1.weight)

@@ -208,7 +208,7 @@ def _new_run(cfg: Config, output_dir: Path, device: torch.device, steps_per_epoc
     """The model on its device (frozen parts fixed), its optimizer, lr schedule (``steps_per_epoch`` optimizer
     steps), loss scaler and training loss (class weights from ``train_labels``)."""
     names = class_names(cfg)
-    model = parallel.prepare_model(build_model(cfg.model), device, cfg.train)
+    model = parallel.prepare_model(build_model(cfg.model, names if cfg.data.label_file else None), device, cfg.train)
     freeze(model, cfg.model.freeze_stages, cfg.model.partial_bn)  # after SyncBatchNorm: it would replace frozen BNs
     if dist.world_size() > 1:  # the same initial weights everywhere, but a different dropout mask per rank
         torch.manual_seed(cfg.train.seed + dist.rank())
