@@ -133,3 +133,9 @@ def test_published_table_is_consistent():
             assert entry.sha256_prefix and len(entry.sha256_prefix) == 8, name
         else:
             assert entry.url.endswith(".pdparams") and entry.sha256_prefix is None
+
+
+def test_docs_list_every_published_name_and_url():
+    text = (Path(__file__).resolve().parent.parent / "docs" / "finetune.md").read_text()
+    for name, entry in hub.PUBLISHED.items():
+        assert f"`{name}`" in text and entry.url in text, name

@@ -46,8 +46,9 @@ class ModelConfig:
     num_classes: int = 400  # size of the fc output; must match the label file's class count
     dropout: float = 0.4  # applied to the averaged feature, before the fc
     fc_std: float = 0.01  # fc weight init: Normal(0, fc_std), bias 0
-    pretrained: str = ""  # backbone init: "" (random), "imagenet", or a weights file (any format in tsnctl/weights/)
-    init_from: str = ""  # start from a model's weights: backbone, and head when its classes match; wins over pretrained
+    pretrained: str = ""  # backbone init: "" (random), "imagenet", a weights file (tsnctl/weights/) or a published name
+    init_from: str = ""  # start from a weights file or published name (docs/finetune.md): backbone, and head when its
+    # classes match; wins over pretrained
     temporal_shift: bool = False  # TSM: shift channels between neighbouring segments in every residual block
     shift_div: int = 8  # 1/shift_div of the channels move forward in time, 1/shift_div backward
     shift_place: str = "residual"  # residual: start of each block's residual branch (the paper's choice)
