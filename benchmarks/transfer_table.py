@@ -13,7 +13,7 @@ of the best and last validation top-1 (mean +- sample std over seeds) and the mi
 are read back, so an interrupted table resumes.
 
     PYTHONPATH=. python benchmarks/transfer_table.py [--out runs/transfer_table] [--seeds 0 1 2]
-        [--per-class 8] [--epochs 15] [--pretrain-epochs 12]
+        [--per-class 5] [--val-per-class 5] [--epochs 10] [--batch-size 6] [--pretrain-epochs 5]
 """
 
 from __future__ import annotations
@@ -77,12 +77,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "transfer_table")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    parser.add_argument("--per-class", type=int, default=8, help="training clips per class of the target data")
-    parser.add_argument("--val-per-class", type=int, default=10)
-    parser.add_argument("--epochs", type=int, default=15)
-    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--per-class", type=int, default=5, help="training clips per class of the target data")
+    parser.add_argument("--val-per-class", type=int, default=5)
+    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--batch-size", type=int, default=6)
     parser.add_argument("--pretrain-per-class", type=int, default=40)
-    parser.add_argument("--pretrain-epochs", type=int, default=12)
+    parser.add_argument("--pretrain-epochs", type=int, default=5)
     args = parser.parse_args()
     source = prepare("shapes", args.out, args.pretrain_per_class, 10, seed=0)
     pretrain = args.out / "runs" / "pretrain_shapes"
@@ -92,17 +92,20 @@ def main() -> None:
     arms = {"scratch (demo recipe)": ("configs/demo.yaml", ["model.init_from="]),
             "scratch (fine-tune recipe)": ("configs/finetune_tsn_r50.yaml", SMALL + ["model.init_from="]),
             "fine-tune": ("configs/finetune_tsn_r50.yaml", SMALL + [f"model.init_from={pretrain / 'best.pt'}"])}
+    runs = {arm: [] for arm in arms}
+    for seed in args.seeds:  # seed-major: an interrupted table has every arm of the first seeds
+        for arm, (config, extra) in arms.items():
+            slug = arm.split(" (")[0] + ("_demo" if "demo" in arm else "_ft" if "recipe" in arm else "")
+            result = train(config, args.out / "runs" / f"{slug}_{args.per_class}pc_seed{seed}",
+                           lists(target, 6) + extra + budget + [f"train.seed={seed}"])
+            runs[arm].append(result)
+            print(f"{arm} seed {seed}: best {result['best']:.1f} last {result['last']:.1f}", flush=True)
     lines = [f"| arm ({args.per_class} clips per class, {args.epochs} epochs, batch {args.batch_size}) | seeds "
              "| valid top-1 (best) | valid top-1 (last) | minutes per run |", "|---|---|---|---|---|"]
-    for arm, (config, extra) in arms.items():
-        slug = arm.split(" (")[0] + ("_demo" if "demo" in arm else "_ft" if "recipe" in arm else "")
-        results = [train(config, args.out / "runs" / f"{slug}_{args.per_class}pc_seed{seed}",
-                         lists(target, 6) + extra + budget + [f"train.seed={seed}"]) for seed in args.seeds]
+    for arm, results in runs.items():
         figures = {key: [r[key] for r in results] for key in results[0]}
         lines.append(f"| {arm} | {', '.join(map(str, args.seeds))} | {cell(figures['best'])} "
                      f"| {cell(figures['last'])} | {cell([s / 60 for s in figures['seconds']])} |")
-        print(f"{arm}: " + "; ".join(f"seed {s}: best {r['best']:.1f} last {r['last']:.1f}"
-                                     for s, r in zip(args.seeds, results, strict=True)), flush=True)
     print("\n".join(lines))
 
 

@@ -26,7 +26,8 @@ class DataConfig:
 
     format: str = "frames"  # "frames": JPEG folders with a frame list; "video": video files with a video list
     root: str = ""  # prefix of the paths in the lists; empty means the folder that holds each list
-    train_list: str = ""  # training list: "<frame_dir> <num_frames> <label>" (frames) or "<path> <label>" (video)
+    train_list: str = ""  # training list: "<frame_dir> <num_frames> <label>" (frames) or "<path> <label>" (video;
+    # "<path> <label> <start_s> <end_s>": only that time range of the video, trimmed on the fly)
     val_list: str = ""  # validation list (same format), used by train --validate
     test_list: str = ""  # test list (same format), used by test unless --list is given
     label_file: str = ""  # class names, one per line ("name" or "<id> name"); empty: class_0, class_1, ...
