@@ -16,6 +16,7 @@ from tsnctl.cli.common import (
     ConfigOpt,
     DeviceOpt,
     GpusOpt,
+    InitFromOpt,
     MasterAddrOpt,
     MasterPortOpt,
     NnodesOpt,
@@ -46,11 +47,7 @@ def train(
     max_bad_fraction: Annotated[float | None, typer.Option(
         "--max-bad-fraction", help="Stop when more than this fraction of training clips cannot be read "
                                    "(default: train.max_bad_fraction, 0.01).")] = None,
-    init_from: Annotated[str | None, typer.Option("--init-from", metavar="WEIGHTS|NAME", help=(
-        "Start from these weights: a file (any -w format, or backbone-only ImageNet weights), or a published "
-        "Kinetics-400 checkpoint by name, downloaded once into the torch hub cache with its hash checked "
-        "(names: docs/finetune.md, e.g. mmaction2-tsn-r50-1x1x8-k400, paddle-tsn-r50-1x1x3-k400). Loads the backbone, "
-        "and the head when its classes match; sets model.init_from."))] = None,
+    init_from: InitFromOpt = None,
     device: DeviceOpt = None,
     amp: AmpOpt = None,
     channels_last: ChannelsLastOpt = None,
@@ -75,6 +72,7 @@ def train(
     """
     from tsnctl.config import validate as validate_config
     from tsnctl.launch import train_entry
+    from tsnctl.weights.init import fetch_init_weights
 
     cfg = build_config(config, override, device)
     set_train_features(cfg, amp, channels_last, accumulate, compile_model, sync_bn, auto_scale_lr)
@@ -83,13 +81,9 @@ def train(
         validate_config(cfg)
     if init_from is not None:
         cfg.model.init_from = init_from
-    if cfg.model.init_from:  # fetch a published name once, here, before any rank starts
-        from tsnctl.weights.hub import resolve
-        from tsnctl.weights.init import check_published
-
-        check_published(cfg.model)
+    if cfg.model.init_from:  # a published name is fetched once, here, before any rank starts
         with rich_progress() as progress:
-            resolve(cfg.model.init_from, progress)
+            fetch_init_weights(cfg.model, progress)
     output = output or Path("runs") / (config.stem if config else "default")
     layout = (gpus, nproc, nnodes, node_rank, master_addr, master_port, rdzv_endpoint)
     resume_arg = str(resume_from) if resume_from else resume

@@ -14,6 +14,7 @@ import torch
 from tsnctl.config import ModelConfig
 from tsnctl.errors import UserError
 from tsnctl.models.tsn import TSN
+from tsnctl.progress import ProgressFn, no_progress
 from tsnctl.weights import hub
 from tsnctl.weights.formats import Weights, from_state_dict, load_into, read_weights
 
@@ -46,6 +47,13 @@ def check_published(cfg: ModelConfig) -> None:
         raise UserError(f"{name} is a {'TSM' if entry.temporal_shift else 'TSN'} {entry.backbone}: set "
                         f"model.backbone={entry.backbone} and model.temporal_shift={str(entry.temporal_shift).lower()}"
                         f" (the config has {cfg.backbone}, temporal_shift={str(cfg.temporal_shift).lower()})")
+
+
+def fetch_init_weights(cfg: ModelConfig, progress: ProgressFn = no_progress) -> None:
+    """Download ``cfg.init_from`` when it is a published name not yet cached (checked against the config
+    first), so that the processes of a multi-GPU run find it in the cache."""
+    check_published(cfg)
+    hub.resolve(cfg.init_from, progress)
 
 
 def load_backbone_weights(model: TSN, source: str, backbone: str) -> None:
