@@ -9,8 +9,8 @@ Pre-trains ``configs/demo.yaml`` (ResNet-18) on one synthetic dataset (``shapes`
 
 The fine-tune config is used with only what a CPU run at the demo's scale needs changed (ResNet-18, 64-pixel
 frames, 3 segments, frames format, no early stop so every arm gets the same budget). Prints a markdown table
-of the best and last validation top-1 (mean +- sample std over seeds) and the minutes per run. Finished runs
-are read back, so an interrupted table resumes.
+of the best and last validation top-1, the last validation loss (mean +- sample std over seeds) and the
+minutes per run. Finished runs are read back, so an interrupted table resumes.
 
     PYTHONPATH=. python benchmarks/transfer_table.py [--out runs/transfer_table] [--seeds 0 1 2]
         [--per-class 5] [--val-per-class 5] [--epochs 10] [--batch-size 6] [--pretrain-epochs 5]
@@ -56,7 +56,7 @@ def lists(data: Path, classes: int) -> list[str]:
 
 
 def train(config: str, run_dir: Path, options: list[str]) -> dict[str, float]:
-    """One run (unless complete); its best and last validation top-1 and its wall time."""
+    """One run (unless complete); its best and last validation top-1, last validation loss and wall time."""
     done = run_dir / "seconds.txt"
     if not done.is_file():
         shutil.rmtree(run_dir, ignore_errors=True)
@@ -64,8 +64,9 @@ def train(config: str, run_dir: Path, options: list[str]) -> dict[str, float]:
         tsnctl("train", "-c", config, "--output", run_dir, "--validate", *[x for o in options for x in ("-o", o)])
         done.write_text(f"{time.perf_counter() - started:.1f}\n")
     with open(run_dir / "metrics.csv", newline="") as f:
-        valid = [float(r["top1"]) for r in csv.DictReader(f) if r["split"] == "valid"]
-    return {"best": max(valid), "last": valid[-1], "seconds": float(done.read_text())}
+        valid = [r for r in csv.DictReader(f) if r["split"] == "valid"]
+    top1 = [float(r["top1"]) for r in valid]
+    return {"best": max(top1), "last": top1[-1], "loss": float(valid[-1]["loss"]), "seconds": float(done.read_text())}
 
 
 def cell(values: list[float], digits: int = 1) -> str:
@@ -101,11 +102,13 @@ def main() -> None:
             runs[arm].append(result)
             print(f"{arm} seed {seed}: best {result['best']:.1f} last {result['last']:.1f}", flush=True)
     lines = [f"| arm ({args.per_class} clips per class, {args.epochs} epochs, batch {args.batch_size}) | seeds "
-             "| valid top-1 (best) | valid top-1 (last) | minutes per run |", "|---|---|---|---|---|"]
+             "| valid top-1 (best) | valid top-1 (last) | valid loss (last) | minutes per run |",
+             "|---|---|---|---|---|---|"]
     for arm, results in runs.items():
         figures = {key: [r[key] for r in results] for key in results[0]}
         lines.append(f"| {arm} | {', '.join(map(str, args.seeds))} | {cell(figures['best'])} "
-                     f"| {cell(figures['last'])} | {cell([s / 60 for s in figures['seconds']])} |")
+                     f"| {cell(figures['last'])} | {cell(figures['loss'], 2)} "
+                     f"| {cell([s / 60 for s in figures['seconds']])} |")
     print("\n".join(lines))
 
 
