@@ -26,7 +26,8 @@ class DataConfig:
 
     format: str = "frames"  # "frames": JPEG folders with a frame list; "video": video files with a video list
     root: str = ""  # prefix of the paths in the lists; empty means the folder that holds each list
-    train_list: str = ""  # training list: "<frame_dir> <num_frames> <label>" (frames) or "<path> <label>" (video)
+    train_list: str = ""  # training list: "<frame_dir> <num_frames> <label>" (frames) or "<path> <label>" (video;
+    # "<path> <label> <start_s> <end_s>": only that time range of the video, trimmed on the fly)
     val_list: str = ""  # validation list (same format), used by train --validate
     test_list: str = ""  # test list (same format), used by test unless --list is given
     label_file: str = ""  # class names, one per line ("name" or "<id> name"); empty: class_0, class_1, ...
@@ -46,14 +47,17 @@ class ModelConfig:
     num_classes: int = 400  # size of the fc output; must match the label file's class count
     dropout: float = 0.4  # applied to the averaged feature, before the fc
     fc_std: float = 0.01  # fc weight init: Normal(0, fc_std), bias 0
-    pretrained: str = ""  # backbone init: "" (random), "imagenet", or a weights file (any format in tsnctl/weights/)
-    init_from: str = ""  # start from a model's weights: backbone, and head when its classes match; wins over pretrained
+    pretrained: str = ""  # backbone init: "" (random), "imagenet", a weights file (tsnctl/weights/) or a published name
+    init_from: str = ""  # start from a weights file or published name (docs/finetune.md): backbone, and head when its
+    # classes match; wins over pretrained
     temporal_shift: bool = False  # TSM: shift channels between neighbouring segments in every residual block
     shift_div: int = 8  # 1/shift_div of the channels move forward in time, 1/shift_div backward
     shift_place: str = "residual"  # residual: start of each block's residual branch (the paper's choice)
     shift_segments: int = 0  # clip length T the shift runs over; 0: the num_seg of the mode (train/valid/test)
     bn_running_var: str = "unbiased"  # BN running variance update: unbiased (torch) | biased (the reference's Paddle)
     zero_init_last: bool = False  # last BN gamma of each residual block starts at 0 (each block starts as identity)
+    freeze_stages: int = -1  # training: conv1/bn1 and layer1..layerN keep their weights and BN statistics; -1: none
+    partial_bn: bool = False  # training: every BN but the first keeps its statistics and affine (TSN paper)
 
 
 @dataclass
@@ -75,6 +79,12 @@ class TrainConfig:
     weight_decay: float = 1e-4  # on all parameters, BN and biases included, as in the reference
     label_smoothing: float = 0.0  # cross-entropy label smoothing of the training loss
     early_stop_patience: int = 0  # with --validate: stop after this many epochs without a better top-1; 0: off
+    class_weights: str = "none"  # none | auto: each class weighs N / (C x its clip count) in the training loss
+    sampler: str = "shuffle"  # shuffle: each clip once per epoch | balanced: classes drawn equally often
+    mixup_alpha: float = 0.0  # mixup: blend clip pairs, lam ~ Beta(alpha, alpha); 0: off
+    cutmix_alpha: float = 0.0  # cutmix: paste a box of another clip (same box in every segment); 0: off
+    mix_prob: float = 1.0  # share of batches mixed when mixup_alpha or cutmix_alpha is set
+    mix_switch_prob: float = 0.5  # with both alphas set: share of mixed batches that use cutmix
     clip_grad_norm: float = 40.0  # global gradient norm limit; 0 disables clipping
     seed: int = 0  # seeds model init, shuffling, segment sampling and crops
     log_interval: int = 20  # steps between log lines
@@ -137,6 +147,8 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "train.amp": ("none", "bf16", "fp16"),
     "train.lr_schedule": ("step", "cosine"),
     "train.optimizer": ("sgd", "adamw"),
+    "train.class_weights": ("none", "auto"),
+    "train.sampler": ("shuffle", "balanced"),
 }
 
 
@@ -218,6 +230,11 @@ RANGES: dict[str, tuple[Any, str]] = {
         "model.shift_segments")},
     "data.num_workers": (lambda v: v >= -1, "-1 (sized to the machine), 0 or positive"),
     "model.shift_div": (lambda v: v >= 2, "at least 2"),
+    "model.freeze_stages": (lambda v: -1 <= v <= 4, "-1 (off) or 0..4 (stem, then layer1..layerN)"),
+    "train.mixup_alpha": (lambda v: v >= 0, "0 (off) or positive"),
+    "train.cutmix_alpha": (lambda v: v >= 0, "0 (off) or positive"),
+    "train.mix_prob": (lambda v: 0.0 <= v <= 1.0, "in [0, 1]"),
+    "train.mix_switch_prob": (lambda v: 0.0 <= v <= 1.0, "in [0, 1]"),
     "model.dropout": (lambda v: 0.0 <= v < 1.0, "in [0, 1)"),
     "model.fc_std": (lambda v: v > 0, "positive"),
     "train.lr": (lambda v: v > 0, "positive"),

@@ -177,6 +177,11 @@ AutoScaleLrOpt = Annotated[bool | None, typer.Option("--auto-scale-lr/--no-auto-
 
 GpusOpt = Annotated[str | None, typer.Option(help="Start one worker per GPU on this machine: 0-7, 0,1,3 or all "
                                                   "(NCCL).")]
+InitFromOpt = Annotated[str | None, typer.Option("--init-from", metavar="WEIGHTS|NAME", help=(
+    "Start from these weights: a file (any -w format, or backbone-only ImageNet weights), or a published "
+    "Kinetics-400 checkpoint by name, downloaded once into the torch hub cache with its hash checked (names: "
+    "docs/finetune.md, e.g. mmaction2-tsn-r50-1x1x8-k400, paddle-tsn-r50-1x1x3-k400). Loads the backbone, and the "
+    "head when its classes match; sets model.init_from."))]
 
 
 NprocOpt = Annotated[int | None, typer.Option(help="Worker processes on this machine (with --device cpu: gloo "

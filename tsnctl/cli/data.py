@@ -35,7 +35,9 @@ def demo_data(
 
 @cli_errors
 def extract_frames(
-    src: Annotated[Path, typer.Argument(help="A folder laid out class/video.mp4, or a video list '<path> <label>'.")],
+    src: Annotated[Path, typer.Argument(help="A folder laid out class/video.mp4, or a video list '<path> <label>' "
+                                             "(a line '<path> <label> <start_s> <end_s>' extracts that time range "
+                                             "into OUT/<video path>_<start>-<end>s).")],
     out: Annotated[Path, typer.Argument(help="Output root: OUT/<video path>/img_00001.jpg ...")],
     list_file: Annotated[Path | None, typer.Option("--list-file", help="Frame list to write (default: "
                          "OUT/frame_list.txt for a folder, OUT/<list name>_frames.txt for a list).")] = None,
@@ -121,7 +123,7 @@ def merge_lists(
 @cli_errors
 def check(
     list_file: Annotated[Path, typer.Argument(help="A frame list '<dir> <frames> <label>' or video list "
-                                                   "'<path> <label>'.")],
+                                                   "'<path> <label>' (or '<path> <label> <start_s> <end_s>').")],
     config: ConfigOpt = None,
     override: OverrideOpt = None,
     fmt: Annotated[str | None, typer.Option("--format", help="frames or video (default: data.format).")] = None,

@@ -16,6 +16,7 @@ from tsnctl.cli.common import (
     ConfigOpt,
     DeviceOpt,
     GpusOpt,
+    InitFromOpt,
     MasterAddrOpt,
     MasterPortOpt,
     NnodesOpt,
@@ -27,6 +28,7 @@ from tsnctl.cli.common import (
     build_config,
     cli_errors,
     out_console,
+    rich_progress,
     run_on_ranks,
     set_train_features,
 )
@@ -45,9 +47,7 @@ def train(
     max_bad_fraction: Annotated[float | None, typer.Option(
         "--max-bad-fraction", help="Stop when more than this fraction of training clips cannot be read "
                                    "(default: train.max_bad_fraction, 0.01).")] = None,
-    init_from: Annotated[Path | None, typer.Option("--init-from", help="Start from these weights (any -w format, or "
-                         "backbone-only ImageNet weights): the backbone, and the head when its classes match; sets "
-                         "model.init_from.")] = None,
+    init_from: InitFromOpt = None,
     device: DeviceOpt = None,
     amp: AmpOpt = None,
     channels_last: ChannelsLastOpt = None,
@@ -72,6 +72,7 @@ def train(
     """
     from tsnctl.config import validate as validate_config
     from tsnctl.launch import train_entry
+    from tsnctl.weights.init import fetch_init_weights
 
     cfg = build_config(config, override, device)
     set_train_features(cfg, amp, channels_last, accumulate, compile_model, sync_bn, auto_scale_lr)
@@ -79,7 +80,10 @@ def train(
         cfg.train.max_bad_fraction = max_bad_fraction
         validate_config(cfg)
     if init_from is not None:
-        cfg.model.init_from = str(init_from)
+        cfg.model.init_from = init_from
+    if cfg.model.init_from:  # a published name is fetched once, here, before any rank starts
+        with rich_progress() as progress:
+            fetch_init_weights(cfg.model, progress)
     output = output or Path("runs") / (config.stem if config else "default")
     layout = (gpus, nproc, nnodes, node_rank, master_addr, master_port, rdzv_endpoint)
     resume_arg = str(resume_from) if resume_from else resume

@@ -191,7 +191,7 @@ def read_clip_frames(sample: Sample, fmt: str, index_fn: Callable[[int], list[in
     video file (counted by the decoder)."""
     if fmt == "frames":
         return read_frame_folder(sample.path, index_fn(sample.num_frames), template, dct_short_side)
-    return read_video(sample.path, index_fn)
+    return read_video(sample.path, index_fn, sample.window)
 
 
 def worker_init(_: int) -> None:

@@ -125,9 +125,10 @@ def count_folder_frames(folder: Path, template: str = "img_{:05d}.jpg") -> int:
     return len(names)
 
 
-def read_video(path: Path, index_fn: IndexFn) -> np.ndarray:
-    """Decode the frames that ``index_fn(num_frames)`` asks for from a video file (see ``video.py``)."""
-    return video.read_video(path, index_fn)
+def read_video(path: Path, index_fn: IndexFn, window: tuple[float, float] | None = None) -> np.ndarray:
+    """Decode the frames that ``index_fn(num_frames)`` asks for from a video file, or from the time range
+    ``window`` of it (see ``video.py``)."""
+    return video.read_video(path, index_fn, window)
 
 
 def count_video_frames(path: Path) -> int:

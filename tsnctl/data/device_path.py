@@ -87,7 +87,7 @@ def encode_clip(index: int, sample: Sample, settings: ClipSettings, rng: np.rand
             return EncodedClip(index, sample, picked, plan_clip(height, width, s, rng), data, ends, order)
         frames = read_frame_folder(sample.path, picked, s.image_template)  # the CPU decoders, same errors
     else:
-        frames = read_video(sample.path, index_fn)
+        frames = read_video(sample.path, index_fn, sample.window)
     return EncodedClip(index, sample, picked, plan_clip(*frames.shape[1:3], s, rng), torch.from_numpy(frames), [],
                        list(range(len(picked))))
 

@@ -1,12 +1,18 @@
 """Readers for the two list formats of the reference, and for label files.
 
-Frame list line: ``<frame_dir> <num_frames> <label>``; video list line: ``<path> <label>``. Paths are
-relative to a data root (by default the folder holding the list). Labels are 0-based. Every malformed
-line is reported with file and line number; nothing is skipped silently.
+Frame list line: ``<frame_dir> <num_frames> <label>``; video list line: ``<path> <label>``, or
+``<path> <label> <start_s> <end_s>`` for the part of the video between two times in seconds (trimmed on the
+fly when training on videos, and by ``extract-frames``). Paths are relative to a data root (by default the
+folder holding the list). Labels are 0-based. Every malformed line is reported with file and line number;
+nothing is skipped silently.
+
+Paths may contain spaces, so the numeric fields are read from the right: a video line whose last three
+fields are an integer and two numbers is a time range (a path ending in such words cannot be listed).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +28,13 @@ class Sample:
     path: Path  # name resolved against the data root
     label: int
     num_frames: int | None = None
+    start_s: float | None = None  # video lists with a time range: the part [start_s, end_s) of the video
+    end_s: float | None = None
+
+    @property
+    def window(self) -> tuple[float, float] | None:
+        """The time range ``(start_s, end_s)`` in seconds, or None for the whole video."""
+        return None if self.start_s is None or self.end_s is None else (self.start_s, self.end_s)
 
 
 def read_list(list_file: str | Path, fmt: str, root: str | Path = "", num_classes: int | None = None) -> list[Sample]:
@@ -44,6 +57,9 @@ def list_lines(list_file: Path) -> list[tuple[int, str]]:
 def parse_line(line: str, fmt: str, base: Path, where: str, num_classes: int | None) -> Sample:
     fields = line.split()
     # Paths may contain spaces, so the numeric fields are taken from the right.
+    window = _time_range(fields, where) if fmt == "video" else None
+    if window is not None:
+        fields = fields[:-2]
     expected = 3 if fmt == "frames" else 2
     if len(fields) < expected:
         layout = "<frame_dir> <num_frames> <label>" if fmt == "frames" else "<path> <label>"
@@ -58,7 +74,21 @@ def parse_line(line: str, fmt: str, base: Path, where: str, num_classes: int | N
         if num_frames <= 0:
             raise UserError(f"{where}: num_frames must be positive, got {num_frames}")
     name = " ".join(fields[: len(fields) - expected + 1])
-    return Sample(name=name, path=base / name, label=label, num_frames=num_frames)
+    start, end = window or (None, None)
+    return Sample(name=name, path=base / name, label=label, num_frames=num_frames, start_s=start, end_s=end)
+
+
+def _time_range(fields: list[str], where: str) -> tuple[float, float] | None:
+    """``(start_s, end_s)`` when the line ends in ``<label> <start_s> <end_s>``, else None."""
+    if len(fields) < 4 or not fields[-3].lstrip("-").isdigit():
+        return None
+    try:
+        start, end = float(fields[-2]), float(fields[-1])
+    except ValueError:
+        return None
+    if not (math.isfinite(start) and math.isfinite(end)) or start < 0 or end <= start:
+        raise UserError(f"{where}: time range {fields[-2]} to {fields[-1]} s: expected 0 <= start_s < end_s")
+    return start, end
 
 
 def _parse_int(text: str, what: str, where: str) -> int:

@@ -23,6 +23,7 @@ TorchCodec needs FFmpeg's shared libraries from the system, which PyAV's wheels 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -40,15 +41,17 @@ IndexFn = Callable[[int], list[int]]  # num_frames -> the 0-based indices to rea
 _STORED_PTS = {"mov,mp4,m4a,3gp,3g2,mj2", "matroska,webm"}
 
 
-def read_video(path: Path, index_fn: IndexFn) -> np.ndarray:
+def read_video(path: Path, index_fn: IndexFn, window: tuple[float, float] | None = None) -> np.ndarray:
     """RGB uint8 frames ``[T, H, W, 3]`` at the indices ``index_fn(num_frames)`` asks for.
 
     ``num_frames`` is the number of frames a full decode yields (its shown video packets), counted without
-    decoding.
+    decoding. With ``window = (start_s, end_s)`` only the frames of that time range count (``frame_range``),
+    and ``index_fn`` numbers them from 0.
     """
     with _demuxed(path) as (stream, packets, shown, stored_pts):
         num_frames = sum(shown)
-        indices = index_fn(num_frames)
+        first, last = frame_range(path, num_frames, _fps(stream), window) if window else (0, num_frames)
+        indices = [first + i for i in index_fn(last - first)]
         found = _decode(stream, packets, shown, set(indices), stored_pts)
     missing = sorted(set(indices) - found.keys())
     if missing:
@@ -58,6 +61,31 @@ def read_video(path: Path, index_fn: IndexFn) -> np.ndarray:
     if len({f.shape for f in frames}) != 1:
         raise UserError(f"{path}: frames differ in size")
     return np.stack(frames)
+
+
+def frame_range(path: Path | str, num_frames: int, fps: float, window: tuple[float, float]) -> tuple[int, int]:
+    """Frames ``[first, last)`` of a time range: frame i is shown from i / fps, so those with
+    ``start_s <= i / fps < end_s`` (the range clipped to the video); a range holding no frame is an error."""
+    start, end = window
+    first = max(math.ceil(start * fps - 1e-6), 0)
+    last = min(math.ceil(end * fps - 1e-6), num_frames)
+    if last <= first:
+        raise UserError(f"{path}: time range {start:g} to {end:g} s holds no frame (the video has {num_frames} "
+                        f"frames at {fps:g} fps, {num_frames / fps:.2f} s)")
+    return first, last
+
+
+def window_frames(path: Path, window: tuple[float, float]) -> tuple[int, int]:
+    """Frames ``[first, last)`` of the time range ``window`` of a video (``frame_range``), without decoding."""
+    with _demuxed(path) as (stream, _, shown, _):
+        return frame_range(path, sum(shown), _fps(stream), window)
+
+
+def _fps(stream: av.video.stream.VideoStream) -> float:
+    rate = stream.average_rate or stream.guessed_rate or stream.base_rate
+    if not rate or float(rate) <= 0:
+        raise UserError(f"{stream.container.name}: no frame rate in the video, so a time range cannot be cut")
+    return float(rate)
 
 
 def count_frames(path: Path) -> int:

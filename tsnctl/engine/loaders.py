@@ -104,8 +104,8 @@ def resolve_decode_device(name: str, device: torch.device) -> torch.device | Non
 
 
 def clip_loader(samples: list[Sample], settings: ClipSettings, batch_size: int, num_workers: int,
-                shuffle: bool = False, seed: int = 0, decode_device: torch.device | None = None
-                ) -> DataLoader | DeviceLoader:
+                shuffle: bool = False, seed: int = 0, decode_device: torch.device | None = None,
+                sampler: Sampler | None = None) -> DataLoader | DeviceLoader:
     """A DataLoader of ``(clips, labels, bad_clips)`` batches over this rank's clips (``ClipDataset.load_batch``):
     uint8 ``[N, T', 3, H, W]`` (normalize with ``model_input``), int labels ``[N]``, unreadable clips.
 
@@ -115,14 +115,18 @@ def clip_loader(samples: list[Sample], settings: ClipSettings, batch_size: int, 
     order (rank r of W gets clips r, r+W, ...).
 
     ``num_workers < 0`` sizes the worker pool to the machine. Workers persist across epochs and prefetch
-    four batches each; batches land in pinned memory when a GPU is present. With ``decode_device`` the
+    four batches each; batches land in pinned memory when a GPU is present. ``sampler`` (training only)
+    replaces the shuffle with another order of this rank's indices, with the same ``set_epoch``
+    (``engine/finetune.BalancedSampler``). With ``decode_device`` the
     workers only sample and read, and the same batches (clips on that device) come out of a
     ``DeviceLoader`` (see ``data/device_path.py``).
     """
     on_device = decode_device is not None
     dataset = EncodedClipDataset(samples, settings) if on_device else ClipDataset(samples, settings)
-    if shuffle:
-        inner: Sampler = DistributedSampler(dataset, num_replicas=world_size(), rank=rank(), shuffle=True,
+    if shuffle and sampler is not None:
+        inner: Sampler = sampler
+    elif shuffle:
+        inner = DistributedSampler(dataset, num_replicas=world_size(), rank=rank(), shuffle=True,
                                             seed=seed, drop_last=True)
     else:
         inner = ShardSampler(len(dataset), rank(), world_size())

@@ -28,6 +28,7 @@ from tsnctl.data.splits import clip_settings
 from tsnctl.engine import parallel
 from tsnctl.engine import ranks as dist
 from tsnctl.engine.evaluate import evaluate_all
+from tsnctl.engine.finetune import BalancedSampler, class_weights, freeze
 from tsnctl.engine.loaders import (
     class_names,
     clip_loader,
@@ -37,6 +38,7 @@ from tsnctl.engine.loaders import (
     resolve_device,
     set_loader_epoch,
 )
+from tsnctl.engine.loss import Criterion
 from tsnctl.engine.metrics import accuracy
 from tsnctl.engine.optim import build_optimizer, build_scheduler, per_step
 from tsnctl.engine.resume import newest_checkpoint, restore_rng, rng_state, trim_metrics, trim_steps
@@ -92,6 +94,7 @@ class _Run:
     scheduler: Any
     scaler: torch.amp.GradScaler
     names: list[str]
+    criterion: Criterion
     best_top1: float | None = None
     global_step: int = 0
 
@@ -134,13 +137,13 @@ def train(cfg: Config, output_dir: str | Path, validate: bool = False, resume: b
     output_dir.mkdir(parents=True, exist_ok=True)
     device = resolve_device(cfg.train.device)
     torch.manual_seed(cfg.train.seed)
-    train_count, train_loader, val_loader = _loaders(cfg, device, validate)
-    run = _new_run(cfg, output_dir, device, max(len(train_loader) // cfg.train.accumulate, 1))
+    train_labels, train_loader, val_loader = _loaders(cfg, device, validate)
+    run = _new_run(cfg, output_dir, device, max(len(train_loader) // cfg.train.accumulate, 1), train_labels)
     start_epoch, position = _resume(run, resume) if resume else (0, EpochPosition())
     if dist.is_main():
         save_config(cfg, output_dir / "config.yaml")
     run_log = RunLog(output_dir) if dist.is_main() else None  # curves, steps.csv, TensorBoard: rank 0 only
-    bad_log = BadSampleLog(output_dir / "bad_samples.csv", train_count, cfg.train.max_bad_fraction,
+    bad_log = BadSampleLog(output_dir / "bad_samples.csv", len(train_labels), cfg.train.max_bad_fraction,
                            resume=bool(resume))
     net = parallel.parallel_model(run.model, device, cfg.train)
     last_val_top1, step_losses, since_best, end_epoch = None, [], 0, cfg.train.epochs
@@ -149,7 +152,7 @@ def train(cfg: Config, output_dir: str | Path, validate: bool = False, resume: b
             set_loader_epoch(train_loader, epoch, position.step)  # order fixed by (seed, epoch): resumable
             stats = train_one_epoch(net, train_loader, run.optimizer, device, epoch, cfg, progress, run.scaler,
                                     run_log, position, lambda pos, epoch=epoch: run.after_step(epoch, pos, stop),
-                                    bad_log, stop)
+                                    bad_log, stop, run.criterion)
             step_losses += stats.step_losses
             if not per_step(cfg.train):
                 run.scheduler.step()
@@ -174,8 +177,8 @@ def train(cfg: Config, output_dir: str | Path, validate: bool = False, resume: b
     return TrainResult(output_dir, end_epoch - start_epoch, run.best_top1, last_val_top1, step_losses)
 
 
-def _loaders(cfg: Config, device: torch.device, validate: bool) -> tuple[int, Any, Any]:
-    """The number of training clips, their loader (checked: one global batch, fits shared memory), the valid one."""
+def _loaders(cfg: Config, device: torch.device, validate: bool) -> tuple[list[int], Any, Any]:
+    """The labels of the training clips, their loader (checked: one global batch, fits shared memory), the valid one."""
     train_samples = read_split(cfg, cfg.data.train_list, "train")
     global_batch = cfg.train.batch_size * dist.world_size() * cfg.train.accumulate
     if len(train_samples) < global_batch:
@@ -185,27 +188,38 @@ def _loaders(cfg: Config, device: torch.device, validate: bool) -> tuple[int, An
     parallel.check_shared_memory(cfg.data.num_workers, cfg.train.batch_size, cfg.train.num_seg, cfg.data.crop_size,
                                  dist.local_world_size())
     decode_on = resolve_decode_device(cfg.data.decode_device, device)
+    labels = [sample.label for sample in train_samples]
+    seed = cfg.train.seed * 100_003
+    balanced = (BalancedSampler(labels, dist.rank(), dist.world_size(), seed)
+                if cfg.train.sampler == "balanced" else None)
     train_loader = clip_loader(train_samples, clip_settings(cfg, "train"), cfg.train.batch_size,
-                               cfg.data.num_workers, shuffle=True, seed=cfg.train.seed * 100_003,
-                               decode_device=decode_on)
+                               cfg.data.num_workers, shuffle=True, seed=seed, decode_device=decode_on,
+                               sampler=balanced)
     val_loader = None
     if validate:
         val_samples = read_split(cfg, cfg.data.val_list, "val")
         val_loader = clip_loader(val_samples, clip_settings(cfg, "valid"), cfg.valid.batch_size,
                                  cfg.data.num_workers, decode_device=decode_on)
-    return len(train_samples), train_loader, val_loader
+    return labels, train_loader, val_loader
 
 
-def _new_run(cfg: Config, output_dir: Path, device: torch.device, steps_per_epoch: int) -> _Run:
-    """The model on its device, its optimizer, lr schedule (``steps_per_epoch`` optimizer steps) and loss scaler."""
+def _new_run(cfg: Config, output_dir: Path, device: torch.device, steps_per_epoch: int,
+             train_labels: list[int]) -> _Run:
+    """The model on its device (frozen parts fixed), its optimizer, lr schedule (``steps_per_epoch`` optimizer
+    steps), loss scaler and training loss (class weights from ``train_labels``)."""
     names = class_names(cfg)
-    model = parallel.prepare_model(build_model(cfg.model), device, cfg.train)
+    model = parallel.prepare_model(build_model(cfg.model, names if cfg.data.label_file else None), device, cfg.train)
+    freeze(model, cfg.model.freeze_stages, cfg.model.partial_bn)  # after SyncBatchNorm: it would replace frozen BNs
     if dist.world_size() > 1:  # the same initial weights everywhere, but a different dropout mask per rank
         torch.manual_seed(cfg.train.seed + dist.rank())
     optimizer = build_optimizer(model, cfg.train, parallel.scaled_lr(cfg.train))
     scheduler = build_scheduler(optimizer, cfg.train, steps_per_epoch)
     scaler = torch.amp.GradScaler(device.type, enabled=cfg.train.amp == "fp16")
-    return _Run(cfg, output_dir, model, optimizer, scheduler, scaler, names)
+    weight = class_weights(train_labels, cfg.model.num_classes) if cfg.train.class_weights == "auto" else None
+    if weight is not None:
+        log.info("class weights: %s", " ".join(f"{w:.3g}" for w in weight.tolist()))
+    criterion = Criterion(cfg.train, cfg.model.num_classes, weight, dist.rank())
+    return _Run(cfg, output_dir, model, optimizer, scheduler, scaler, names, criterion)
 
 
 def _end_epoch(epoch: int, stats: EpochStats, model: TSN, val_loader, device: torch.device, cfg: Config,
@@ -239,7 +253,8 @@ def train_one_epoch(model: nn.Module, loader, optimizer: torch.optim.Optimizer, 
                     cfg: Config, progress: ProgressFn = no_progress, scaler: torch.amp.GradScaler | None = None,
                     run_log: RunLog | None = None, position: EpochPosition | None = None,
                     after_step: Callable[[EpochPosition], None] | None = None,
-                    bad_log: BadSampleLog | None = None, stop: StopRequest | None = None) -> EpochStats:
+                    bad_log: BadSampleLog | None = None, stop: StopRequest | None = None,
+                    criterion: Criterion | None = None) -> EpochStats:
     """One pass over the training loader; returns the epoch's mean loss and accuracies (over all ranks).
 
     ``model`` may be DDP-wrapped. Every ``train.accumulate`` micro-batches make one optimizer step, each
@@ -247,9 +262,11 @@ def train_one_epoch(model: nn.Module, loader, optimizer: torch.optim.Optimizer, 
     ``position`` carries the micro-batches already done (a resumed epoch: the loader starts after them)
     and their sums; ``after_step`` runs after every optimizer step (checkpoints, stop signals). Unreadable
     clips are left out of their batch and recorded in ``bad_log``; a batch with none left is skipped (on
-    every rank, when any rank's share is empty), never refilled.
+    every rank, when any rank's share is empty), never refilled. ``criterion``: the loss after mixup/cutmix
+    (default: from ``cfg.train``, no class weights).
     """
     model.train()
+    criterion = criterion or Criterion(cfg.train, cfg.model.num_classes)
     set_num_segments(model, loader.dataset.settings.num_seg)  # the clip length of a temporal shift
     scaler = scaler or torch.amp.GradScaler(device.type, enabled=False)
     pos = position or EpochPosition()
@@ -272,7 +289,8 @@ def train_one_epoch(model: nn.Module, loader, optimizer: torch.optim.Optimizer, 
         has_clips, pos.stop = step_consensus(len(labels), stop)
         if has_clips:
             values = _forward_backward(model, scaler, model_input(clips, device),
-                                       labels.to(device, non_blocking=True), cfg, ends_group, epoch, step, total)
+                                       labels.to(device, non_blocking=True), cfg, ends_group, epoch, step, total,
+                                       criterion)
             step_losses.append(values[0])
             for key, value in zip(("loss", "top1", "top5"), values, strict=True):
                 sums[key] += value
@@ -307,12 +325,15 @@ def _report_step(sums: dict[str, float], epoch: int, step: int, total: int, lr: 
 
 
 def _forward_backward(model: nn.Module, scaler: torch.amp.GradScaler, clips: torch.Tensor, labels: torch.Tensor,
-                      cfg: Config, ends_group: bool, epoch: int, step: int, total: int) -> list[float]:
-    """One micro-batch: loss and accuracies averaged over ranks, checked finite before any gradient."""
+                      cfg: Config, ends_group: bool, epoch: int, step: int, total: int,
+                      criterion: Criterion) -> list[float]:
+    """One micro-batch: loss and accuracies (against the unmixed labels) averaged over ranks, checked finite
+    before any gradient."""
+    clips, targets = criterion.mix(clips, labels, epoch, step)
     with parallel.no_sync_unless(model, ends_group):
         with parallel.autocast(device=clips.device, amp=cfg.train.amp):
             logits = model(clips).float()
-        loss = nn.functional.cross_entropy(logits, labels, label_smoothing=cfg.train.label_smoothing)
+        loss = criterion(logits, targets)
         # Averaged before backward, so every rank sees a NaN on any rank and all stop at the same step.
         values = dist.mean_over_ranks([loss.item(), accuracy(logits.detach(), labels, 1),
                                        accuracy(logits.detach(), labels, 5)])

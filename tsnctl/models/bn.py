@@ -49,3 +49,25 @@ def use_biased_running_var(model: nn.Module) -> None:
 def _device(module: nn.Module) -> torch.device | None:
     tensor = next(iter(module.state_dict().values()), None)
     return tensor.device if tensor is not None else None
+
+
+class FrozenBatchNorm2d(nn.BatchNorm2d):
+    """A BatchNorm kept in eval mode whatever ``model.train()`` asks: running statistics fixed, used as stored.
+
+    Same parameters, buffers and keys as ``nn.BatchNorm2d`` (checkpoints and export are unchanged). Any
+    BatchNorm in eval mode computes the same thing, so a ``BiasedVarBatchNorm2d`` or ``SyncBatchNorm`` turns
+    into this class without a change in its outputs.
+    """
+
+    def train(self, mode: bool = True) -> FrozenBatchNorm2d:
+        return super().train(False)
+
+
+def freeze_batchnorm(bn: nn.Module) -> None:
+    """Fix ``bn``'s statistics (eval mode from now on) and its affine weight and bias (no gradient)."""
+    if not isinstance(bn, nn.modules.batchnorm._BatchNorm):
+        raise TypeError(f"not a BatchNorm: {type(bn).__name__}")
+    bn.__class__ = FrozenBatchNorm2d
+    bn.eval()
+    for param in bn.parameters(recurse=False):
+        param.requires_grad_(False)

@@ -113,7 +113,7 @@ def _check_clip(row: CheckRow, sample: Sample, fmt: str, template: str, min_fram
                 counted.append(n)
                 return eval_indices(n, num_seg)
 
-            read_video(sample.path, indices)
+            read_video(sample.path, indices, sample.window)
             row.frames = counted[-1]
     except UserError as exc:
         missing = "not found" in str(exc)

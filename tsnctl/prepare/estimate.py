@@ -40,13 +40,17 @@ def estimate_extraction(src: str | Path, root: str | Path = "", short_side: int 
     jobs, _ = find_jobs(src, root)
     estimate = ExtractEstimate()
     counts = {}
+    clip_frames = 0  # a time range counts its own frames; the probes below use whole videos
     for done, job in enumerate(jobs, start=1):
         try:
-            counts[job.path] = source_frames(job.path)
+            if job.path not in counts:
+                counts[job.path] = source_frames(job.path)
+            first, last = video.window_frames(job.path, job.window) if job.window else (0, counts[job.path])
+            clip_frames += last - first
         except UserError as exc:
             estimate.unreadable.append((str(job.path), str(exc)))
         progress("dry run", done, len(jobs), job.name)
-    estimate.videos, estimate.frames = len(counts), sum(counts.values())
+    estimate.videos, estimate.frames = len(jobs) - len(estimate.unreadable), clip_frames
     probes = list(counts)[:: max(1, len(counts) // probe_videos)][:probe_videos]
     sizes = [size for path in probes for size in _encoded_sizes(path, counts[path], short_side, quality)]
     estimate.probed_frames = len(sizes)

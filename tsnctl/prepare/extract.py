@@ -24,8 +24,9 @@ import cv2
 import numpy as np
 
 from tsnctl.data.decode import VIDEO_EXTENSIONS, open_video
-from tsnctl.data.lists import list_lines, read_list
+from tsnctl.data.lists import Sample, list_lines, read_list
 from tsnctl.data.transforms import scaled_size
+from tsnctl.data.video import window_frames
 from tsnctl.errors import UserError
 from tsnctl.prepare.folders import (
     LOCK,
@@ -58,6 +59,7 @@ class VideoJob:
     label: int
     folder: str = ""  # its frame folder under OUT: the name, made relative and kept inside OUT (folder_name)
     where: str = ""  # the list line (or the video) it comes from, for messages
+    window: tuple[float, float] | None = None  # a list line's time range (seconds): only those frames
 
 
 @dataclass
@@ -99,10 +101,20 @@ def find_jobs(src: str | Path, root: str | Path = "") -> tuple[list[VideoJob], l
         raise UserError(f"{src}: no such folder or video list")
     samples = read_list(src, "video", root)
     line_numbers = [line_no for line_no, _ in list_lines(src)]  # read_list keeps every one of these lines
-    jobs = [VideoJob(s.name, s.path, s.label, folder_name(s.name), f"{src}:{line_no}")
-            for s, line_no in zip(samples, line_numbers, strict=True)]
+    jobs = [_list_job(s, f"{src}:{line_no}") for s, line_no in zip(samples, line_numbers, strict=True)]
     check_folders(jobs)
     return jobs, None
+
+
+def _list_job(sample: Sample, where: str) -> VideoJob:
+    """A list line's job; a time range gets its own name and folder (``<video>_<start>-<end>s``), so several
+    ranges of one video are separate clips."""
+    if sample.window is None:
+        return VideoJob(sample.name, sample.path, sample.label, folder_name(sample.name), where)
+    start, end = sample.window
+    folder = folder_name(sample.name)
+    return VideoJob(f"{sample.name} {start:g} {end:g}", sample.path, sample.label,
+                    f"{folder}_{start:g}-{end:g}s" if folder else "", where, sample.window)
 
 
 def extract_frames(src: str | Path, out: str | Path, list_file: str | Path | None = None, root: str | Path = "",
@@ -234,7 +246,7 @@ def _extract_locked(job: VideoJob, folder: Path, short_side: int, quality: int, 
         return JobResult("skipped", state.frames, size)
     if state.status == "refuse":
         return JobResult("failed", reason=state.reason)
-    frames, size = extract_video(job.path, folder, short_side, quality, threads)
+    frames, size = extract_video(job.path, folder, short_side, quality, threads, job.window)
     return JobResult("extracted", frames, size, state.reason)
 
 
@@ -258,12 +270,15 @@ def _write_report(path: Path, jobs: list[VideoJob], results: dict[str, JobResult
 
 
 def extract_video(video: Path, folder: Path, short_side: int = 0, quality: int = 95,
-                  threads: int = 1) -> tuple[int, int]:
-    """Write every frame of ``video`` into ``folder``; returns (frames, bytes written).
+                  threads: int = 1, window: tuple[float, float] | None = None) -> tuple[int, int]:
+    """Write every frame of ``video`` (or of its time range ``window``, numbered from 1) into ``folder``;
+    returns (frames, bytes written).
 
     The files are byte-identical to the reference's ``cv2.VideoCapture`` + ``cv2.imwrite`` at the same
-    quality; ``threads`` are FFmpeg's decoding threads (see ``open_video``).
+    quality; ``threads`` are FFmpeg's decoding threads (see ``open_video``). A window's frames are those
+    the video path reads for it (``data.video.window_frames``).
     """
+    first, last = window_frames(video, window) if window else (0, None)
     capture = open_video(video, threads)
     tmp = folder.with_name(folder.name + PART)
     remove(tmp)  # a leftover of a killed run (or a link, removed itself, never followed)
@@ -273,7 +288,10 @@ def extract_video(video: Path, folder: Path, short_side: int = 0, quality: int =
     params = [cv2.IMWRITE_JPEG_QUALITY, quality]
     batch: list[np.ndarray] = []
     try:
-        while True:
+        for _ in range(first):  # before the window: decoded (later frames may refer to them), not written
+            if not capture.grab():
+                break
+        while last is None or first + count < last:
             ok, frame = capture.read()
             if not ok:
                 break
@@ -304,8 +322,8 @@ def extract_video(video: Path, folder: Path, short_side: int = 0, quality: int =
     if count == 0:
         remove(tmp)
         raise UserError(f"{video}: no decodable video frames")
-    write_marker(tmp, count, {"source": str(video), "source_bytes": video.stat().st_size,
-                              "short_side": short_side, "quality": quality})
+    info = {"source": str(video), "source_bytes": video.stat().st_size, "short_side": short_side, "quality": quality}
+    write_marker(tmp, count, {**info, "window": list(window)} if window else info)
     remove(folder)
     os.rename(tmp, folder)
     return count, size

@@ -14,20 +14,46 @@ import torch
 from tsnctl.config import ModelConfig
 from tsnctl.errors import UserError
 from tsnctl.models.tsn import TSN
+from tsnctl.progress import ProgressFn, no_progress
+from tsnctl.weights import hub
 from tsnctl.weights.formats import Weights, from_state_dict, load_into, read_weights
 
 log = logging.getLogger("tsnctl")
 
 
-def build_model(cfg: ModelConfig) -> TSN:
-    """The TSN (or TSM) of a model config, initialised from ``cfg.init_from`` or else ``cfg.pretrained`` when set."""
+def build_model(cfg: ModelConfig, class_names: list[str] | None = None) -> TSN:
+    """The TSN (or TSM) of a model config, initialised from ``cfg.init_from`` or else ``cfg.pretrained`` when set.
+
+    ``class_names``: the run's classes; an ``init_from`` checkpoint that names other classes (same count)
+    keeps its backbone only."""
+    check_published(cfg)
     model = TSN(cfg.backbone, cfg.num_classes, cfg.dropout, cfg.fc_std, cfg.temporal_shift, cfg.shift_div,
                 cfg.shift_place, cfg.shift_segments, cfg.bn_running_var, cfg.zero_init_last)
     if cfg.init_from:
-        init_from_weights(model, cfg.init_from, cfg.backbone)
+        init_from_weights(model, cfg.init_from, cfg.backbone, class_names)
     elif cfg.pretrained:
         load_backbone_weights(model, cfg.pretrained, cfg.backbone)
     return model
+
+
+def check_published(cfg: ModelConfig) -> None:
+    """A published name must fit the configured network (checked before any download): a TSM checkpoint loads
+    into a plain TSN without complaint (same tensors), but the model would then be a different network."""
+    name = cfg.init_from or cfg.pretrained
+    if not hub.is_published_name(name):
+        return
+    entry = hub.PUBLISHED[name]
+    if (entry.backbone, entry.temporal_shift) != (cfg.backbone, cfg.temporal_shift):
+        raise UserError(f"{name} is a {'TSM' if entry.temporal_shift else 'TSN'} {entry.backbone}: set "
+                        f"model.backbone={entry.backbone} and model.temporal_shift={str(entry.temporal_shift).lower()}"
+                        f" (the config has {cfg.backbone}, temporal_shift={str(cfg.temporal_shift).lower()})")
+
+
+def fetch_init_weights(cfg: ModelConfig, progress: ProgressFn = no_progress) -> None:
+    """Download ``cfg.init_from`` when it is a published name not yet cached (checked against the config
+    first), so that the processes of a multi-GPU run find it in the cache."""
+    check_published(cfg)
+    hub.resolve(cfg.init_from, progress)
 
 
 def load_backbone_weights(model: TSN, source: str, backbone: str) -> None:
@@ -38,19 +64,23 @@ def load_backbone_weights(model: TSN, source: str, backbone: str) -> None:
     if source == "imagenet":
         weights = from_state_dict(_imagenet_state_dict(backbone), f"ImageNet weights for {backbone}")
     else:
-        weights = read_weights(source)
+        weights = read_weights(hub.resolve(source))
     _load_backbone(model, weights, source, backbone)
 
 
-def init_from_weights(model: TSN, source: str, backbone: str) -> None:
-    """Start training from another model: its whole backbone, and its head when the class counts match."""
-    weights = read_weights(source)
+def init_from_weights(model: TSN, source: str, backbone: str, class_names: list[str] | None = None) -> None:
+    """Start training from another model (a file, or a published name of ``weights/hub.py``): its whole
+    backbone, and its head when the class counts match (and the class names, when both sides have them)."""
+    weights = read_weights(hub.resolve(source))
     _load_backbone(model, weights, source, backbone)
     stored, wanted = weights.num_classes, model.head.fc.out_features
     if stored is None:
         log.info("%s: %s without a classifier head; the head starts from its random init", source, weights.fmt)
     elif stored != wanted:
         log.info("%s: the head has %d classes, the model %d: re-initialising the head only", source, stored, wanted)
+    elif weights.class_names and class_names and weights.class_names != class_names:
+        log.info("%s: the head was trained on other classes (%s, ...): re-initialising the head only", source,
+                 ", ".join(weights.class_names[:3]))
     else:
         head = {k.removeprefix("head."): v for k, v in weights.tensors.items() if k.startswith("head.")}
         load_into(model.head, head, source, "the TSN head", {k.removeprefix("head."): weights.name(k) for k in head})
