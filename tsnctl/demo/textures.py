@@ -5,11 +5,12 @@ streaks); every clip drifts in a random direction at a random speed drawn from t
 classes, so motion carries no class signal. 160x120, 20-40 frames at 10 fps.
 
 ``motion``: five classes told apart only by motion (still, drift, spin, zoom, ripple) of one texture family
-(seamlessly tiling smooth noise at a fine and a coarse scale, the same distribution in every class). Each
-frame is the mean of sub-frames over the exposure, as a camera records it, so a single RGB frame shows the
-motion as blur or distortion: the cue an RGB TSN can learn from sparse segments. Zoom pulses in and out,
-drift and spin run in any direction within one class, so horizontal flips never change a label. 112x112,
-24-36 frames at 25 fps.
+(sharp-edged blobs over fine grain, tiling seamlessly, the same distribution in every class). Each frame is
+the mean of sub-frames over the whole frame interval, as a camera with an open shutter records it, so a
+single RGB frame shows the motion as streaks (drift: parallel, spin: circular, zoom: radial, ripple: wavy)
+that stay several pixels long after the demo's resize to 64 pixels: the only motion a frame-level TSN sees.
+Zoom runs in and out at a constant rate, drift and spin run in any direction within one class, so
+horizontal flips never change a label. 112x112, 24-36 frames at 25 fps.
 
 Brightness, contrast, tint, scale and noise are random per clip in both, so no colour or level names a
 class. Written by ``demo_data.make_demo_data(..., kind="textures" | "motion")``.
