@@ -99,3 +99,12 @@ def test_motion_shows_in_a_single_frame(tmp_path, seed):
         strength[cls] = _edge_strength(tmp_path / f"{cls}.mp4")
     assert strength["drift"] < 0.9 * strength["still"]
     assert strength["spin"] < 0.9 * strength["still"]
+
+
+def test_lr_suggestion_ignores_falls_after_the_loss_rose():
+    """A flat curve, a dip, then a noisy climb to divergence (as lr-find measured on the motion-only
+    generator): the suggestion must come from before the lowest loss, not from a drop on the way up."""
+    lrs = list(np.geomspace(1e-5, 1.0, 60))
+    losses = [1.61 - (0.03 if 1e-3 < lr < 3e-3 else 0.0) + (2.0 * math.log10(lr / 3e-3) if lr > 3e-3 else 0.0)
+              - (1.5 if 0.2 < lr < 0.3 else 0.0) for lr in lrs]
+    assert 1e-4 < suggest(lrs, smooth(losses, beta=0.0)) < 3e-3
