@@ -3,8 +3,9 @@
 Trains a fresh model for ``steps`` optimizer steps while the lr grows geometrically from ``min_lr`` to
 ``max_lr``, records the loss of every step, smooths it (exponential moving average with bias correction)
 and stops once the smoothed loss exceeds ``4 x`` its minimum (diverged). The suggestion is the lr where the
-smoothed loss falls fastest against log(lr), as Lightning suggests; a peak lr a little below the valley,
-which is where that point lies, trains fast without the oscillation of the divergent edge. The model is
+smoothed loss falls fastest against log(lr) before its lowest point, as Lightning suggests; a peak lr a
+little below the valley, which is where that point lies, trains fast without the oscillation of the
+divergent edge. The model is
 thrown away: the test only reads the loss landscape of the configured recipe (optimizer, batch, data).
 """
 
