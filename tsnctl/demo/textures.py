@@ -5,11 +5,12 @@ streaks); every clip drifts in a random direction at a random speed drawn from t
 classes, so motion carries no class signal. 160x120, 20-40 frames at 10 fps.
 
 ``motion``: five classes told apart only by motion (still, drift, spin, zoom, ripple) of one texture family
-(seamlessly tiling smooth noise at a fine and a coarse scale, the same distribution in every class). Each
-frame is the mean of sub-frames over the exposure, as a camera records it, so a single RGB frame shows the
-motion as blur or distortion: the cue an RGB TSN can learn from sparse segments. Zoom pulses in and out,
-drift and spin run in any direction within one class, so horizontal flips never change a label. 112x112,
-24-36 frames at 25 fps.
+(sharp-edged blobs over fine grain, tiling seamlessly, the same distribution in every class). Each frame is
+the mean of sub-frames over the whole frame interval, as a camera with an open shutter records it, so a
+single RGB frame shows the motion as streaks (drift: parallel, spin: circular, zoom: radial, ripple: wavy)
+that stay several pixels long after the demo's resize to 64 pixels: the only motion a frame-level TSN sees.
+Zoom runs in and out at a constant rate, drift and spin run in any direction within one class, so
+horizontal flips never change a label. 112x112, 24-36 frames at 25 fps.
 
 Brightness, contrast, tint, scale and noise are random per clip in both, so no colour or level names a
 class. Written by ``demo_data.make_demo_data(..., kind="textures" | "motion")``.
@@ -112,33 +113,48 @@ def _periodic_noise(rng: np.random.Generator, size: int, sigma: float) -> np.nda
     return np.clip((smooth - smooth.mean()) / max(float(smooth.std()), 1e-6) / 2.0, -1.0, 1.0)
 
 
+def _triangle(t: float, period: float) -> float:
+    """A triangle wave in [-1, 1]: constant speed, turning at the ends."""
+    x = (t / period) % 1.0
+    return 4 * x - 1 if x < 0.5 else 3 - 4 * x
+
+
 def _motion(cls: str, rng: np.random.Generator, centre: tuple[float, float]) -> Callable[[float], np.ndarray]:
-    """The 2x3 frame-from-source transform of class ``cls`` at time t (frames; 0 mid-clip); ripple apart."""
+    """The 2x3 frame-from-source transform of class ``cls`` at time t (frames; 0 mid-clip); ripple apart.
+    Speeds give streaks of ~7-14 source pixels per exposure, still visible after the demo's resize to 64."""
     if cls == "drift":
-        speed, angle = rng.uniform(5.0, 9.0), rng.uniform(0, 2 * math.pi)
+        speed, angle = rng.uniform(8.0, 14.0), rng.uniform(0, 2 * math.pi)
         return lambda t: np.array([[1, 0, speed * t * math.cos(angle)], [0, 1, speed * t * math.sin(angle)]])
     if cls == "spin":
-        rate = rng.choice([-1, 1]) * rng.uniform(5.0, 9.0)  # degrees per frame
+        rate = rng.choice([-1, 1]) * rng.uniform(10.0, 16.0)  # degrees per frame: ~7-11 px at radius 40
         return lambda t: cv2.getRotationMatrix2D(centre, rate * t, 1.0)
-    if cls == "zoom":  # pulsing in and out: log-scale A sin(wt + phase), up to ~0.2 per frame
-        amp, omega, phase = rng.uniform(0.4, 0.6), rng.uniform(0.3, 0.45), rng.uniform(0, 2 * math.pi)
-        return lambda t: cv2.getRotationMatrix2D(centre, 0.0, math.exp(amp * math.sin(omega * t + phase)))
+    if cls == "zoom":  # in and out at a constant log-rate of 0.15-0.25 per frame (a triangle wave), bounded scale
+        amp, rate, phase = rng.uniform(0.5, 0.7), rng.uniform(0.15, 0.25), rng.uniform(0, 1)
+        period = 4 * amp / rate
+        return lambda t: cv2.getRotationMatrix2D(centre, 0.0, math.exp(amp * _triangle(t + phase * period, period)))
     return lambda t: np.array([[1.0, 0, 0], [0, 1.0, 0]])  # still and ripple
 
 
+def _motion_texture(rng: np.random.Generator, size: int) -> np.ndarray:
+    """Sharp-edged blobs over fine grain, tiling seamlessly: edges that show blur; one family for all classes."""
+    blobs = np.tanh(6.0 * _periodic_noise(rng, size, rng.uniform(2.5, 4.5)))
+    grain = _periodic_noise(rng, size, rng.uniform(0.8, 1.2))
+    return (0.7 * blobs + 0.3 * grain).astype(np.float32)
+
+
 def render_motion_clip(path: Path, cls: str, rng: np.random.Generator, width: int = 112, height: int = 112,
-                       num_frames: int | None = None, fps: int = 25, exposure: int = 6) -> int:
+                       num_frames: int | None = None, fps: int = 25, exposure: int = 10) -> int:
     """One clip of motion class ``cls``: each frame the mean of ``exposure`` sub-frames over one frame
-    interval; the texture tiles seamlessly (warps wrap around), so no border or seam marks a class."""
+    interval (an open shutter); the texture tiles seamlessly (warps wrap around), so no border or seam marks
+    a class."""
     if cls not in MOTION_CLASSES:
         raise UserError(f"unknown motion class {cls!r}")
     num_frames = num_frames or int(rng.integers(24, 37))
     size = 2 * max(width, height)
-    pattern = 0.6 * _periodic_noise(rng, size, rng.uniform(1.0, 1.8)) + 0.4 * _periodic_noise(rng, size, 5.0)
-    source = _colourise(rng, pattern).astype(np.float32)
+    source = _colourise(rng, _motion_texture(rng, size)).astype(np.float32)
     centre = (size / 2 + rng.uniform(-0.2, 0.2) * width, size / 2 + rng.uniform(-0.2, 0.2) * height)
     transform = _motion(cls, rng, centre)
-    amp, wavelength, omega = rng.uniform(3, 5), rng.uniform(14, 24), rng.uniform(0.6, 1.0)
+    amp, wavelength, omega = rng.uniform(4, 6), rng.uniform(20, 32), rng.uniform(1.2, 1.8)  # ripple: 5-11 px/frame
     ys, xs = np.mgrid[0:height, 0:width].astype(np.float32)
     x0, y0, phase = (size - width) / 2, (size - height) / 2, rng.uniform(0, 2 * math.pi)
     frames = []

@@ -3,8 +3,9 @@
 Trains a fresh model for ``steps`` optimizer steps while the lr grows geometrically from ``min_lr`` to
 ``max_lr``, records the loss of every step, smooths it (exponential moving average with bias correction)
 and stops once the smoothed loss exceeds ``4 x`` its minimum (diverged). The suggestion is the lr where the
-smoothed loss falls fastest against log(lr), as Lightning suggests; a peak lr a little below the valley,
-which is where that point lies, trains fast without the oscillation of the divergent edge. The model is
+smoothed loss falls fastest against log(lr) before its lowest point, as Lightning suggests; a peak lr a
+little below the valley, which is where that point lies, trains fast without the oscillation of the
+divergent edge. The model is
 thrown away: the test only reads the loss landscape of the configured recipe (optimizer, batch, data).
 """
 
@@ -48,13 +49,15 @@ def smooth(losses: list[float], beta: float = 0.9) -> list[float]:
 
 
 def suggest(lrs: list[float], smoothed: list[float], skip: int = 3) -> float:
-    """The lr where the smoothed loss falls fastest against log(lr), ignoring the first and last ``skip``
-    points (start-up and divergence)."""
+    """The lr where the smoothed loss falls fastest against log(lr), ignoring the first ``skip`` points
+    (start-up) and everything after the lowest smoothed loss: a fall after the loss has risen is noise on
+    the way to divergence, and on a flat curve it would otherwise be the steepest."""
     if len(lrs) < 2 * skip + 3:
         raise UserError(f"lr-find: only {len(lrs)} steps before the loss diverged; lower --min-lr or "
                         "raise --steps", exit_code=1)
     slope = np.gradient(np.asarray(smoothed), np.log(np.asarray(lrs)))
-    window = slope[skip:len(slope) - skip]
+    end = max(int(np.argmin(smoothed)), 2 * skip + 1)
+    window = slope[skip:end]
     return float(lrs[skip + int(np.argmin(window))])
 
 
