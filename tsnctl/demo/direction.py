@@ -19,7 +19,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from tsnctl.errors import UserError
+from tsnctl.demo.textures import write_noisy_clip
 
 # (class, texture, motion, played backwards)
 CLASSES = [
@@ -70,11 +70,4 @@ def render_direction_clip(path: Path, cls: str, rng: np.random.Generator, width:
     frames = _frames(rng, texture, motion, num_frames, width, height)
     if backwards:
         frames = frames[::-1]
-    noise_sigma = rng.uniform(2, 8)
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (width, height))
-    if not writer.isOpened():
-        raise UserError(f"{path}: OpenCV cannot write mp4 video here", exit_code=1)
-    for frame in frames:
-        writer.write(np.clip(frame + rng.normal(0, noise_sigma, frame.shape), 0, 255).astype(np.uint8))
-    writer.release()
-    return num_frames
+    return write_noisy_clip(path, frames, rng, fps)

@@ -77,7 +77,8 @@ def _colourise(rng: np.random.Generator, pattern: np.ndarray) -> np.ndarray:
     return level + rng.uniform(-20, 20, 3) + contrast * pattern[..., None]
 
 
-def _write(path: Path, frames: list[np.ndarray], rng: np.random.Generator, fps: int) -> int:
+def write_noisy_clip(path: Path, frames: list[np.ndarray], rng: np.random.Generator, fps: int) -> int:
+    """Write ``frames`` as mp4 with Gaussian noise of a random strength (drawn from ``rng``); frame count."""
     height, width = frames[0].shape[:2]
     noise_sigma = rng.uniform(2, 8)
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (width, height))
@@ -102,7 +103,7 @@ def render_texture_clip(path: Path, cls: str, rng: np.random.Generator, width: i
         shift = np.array([[1, 0, -(x0 + speed * t * math.cos(angle))], [0, 1, -(y0 + speed * t * math.sin(angle))]])
         frames.append(cv2.warpAffine(canvas, shift, (width, height), flags=cv2.INTER_LINEAR,
                                      borderMode=cv2.BORDER_REFLECT))
-    return _write(path, frames, rng, fps)
+    return write_noisy_clip(path, frames, rng, fps)
 
 
 def _periodic_noise(rng: np.random.Generator, size: int, sigma: float) -> np.ndarray:
@@ -173,7 +174,7 @@ def render_motion_clip(path: Path, cls: str, rng: np.random.Generator, width: in
                 frame += cv2.warpAffine(source, matrix, (width, height), flags=cv2.INTER_LINEAR,
                                         borderMode=cv2.BORDER_WRAP)
         frames.append(frame / exposure)
-    return _write(path, frames, rng, fps)
+    return write_noisy_clip(path, frames, rng, fps)
 
 
 KINDS: dict[str, tuple[list[str], Callable[..., int]]] = {
