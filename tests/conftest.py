@@ -7,6 +7,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+import torch
+
+from tsnctl.config import Config
+from tsnctl.models.tsn import TSN
+from tsnctl.weights.checkpoint import save_checkpoint
 
 SHARED_DATA = Path(__file__).resolve().parent / "data"
 
@@ -29,6 +34,23 @@ def write_video(path: Path, num_frames: int, height: int = 48, width: int = 64) 
     for i in range(num_frames):
         writer.write(np.full((height, width, 3), (8 * i) % 256, np.uint8))
     writer.release()
+    return path
+
+
+def write_tiny_checkpoint(path: Path, num_seg: int, crop: str, names: list[str] | None = None,
+                          model: torch.nn.Module | None = None, device: str = "cpu",
+                          num_workers: int | None = None) -> Path:
+    """A 3-class ResNet-18 TSN checkpoint with small clips (short side 40, crop 32) and its config; ``model``
+    defaults to a fresh TSN drawn from torch's current seed."""
+    cfg = Config()
+    cfg.model.backbone, cfg.model.num_classes = "resnet18", 3
+    cfg.data.short_side, cfg.data.crop_size = 40, 32
+    if num_workers is not None:
+        cfg.data.num_workers = num_workers
+    cfg.test.num_seg, cfg.test.crop, cfg.train.device = num_seg, crop, device
+    model = model if model is not None else TSN("resnet18", 3)
+    save_checkpoint(path, {"model": model.state_dict(), "epoch": 0, "config": cfg.to_dict(),
+                           "class_names": names or ["a", "b", "c"]})
     return path
 
 

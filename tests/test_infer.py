@@ -6,16 +6,14 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import write_frames
+from conftest import write_frames, write_tiny_checkpoint
 from typer.testing import CliRunner
 
 from tsnctl.cli import app
-from tsnctl.config import Config
 from tsnctl.data.transforms import normalize
 from tsnctl.deploy.infer import EagerTSN, FastTSN, NormalizedConv, fuse_batchnorm, inference_model
 from tsnctl.models.tsm import set_num_segments
 from tsnctl.models.tsn import TSN
-from tsnctl.weights.checkpoint import save_checkpoint
 
 runner = CliRunner()
 
@@ -88,13 +86,8 @@ def test_unknown_backend_is_refused():
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
     root = tmp_path_factory.mktemp("infer")
-    cfg = Config()
-    cfg.model.backbone, cfg.model.num_classes = "resnet18", 3
-    cfg.data.short_side, cfg.data.crop_size = 40, 32
-    cfg.test.num_seg, cfg.test.crop, cfg.train.device = 3, "ten", "cpu"
     torch.manual_seed(3)
-    save_checkpoint(root / "model.pt", {"model": trained_like(TSN("resnet18", 3)).state_dict(), "epoch": 0,
-                                        "config": cfg.to_dict(), "class_names": ["a", "b", "c"]})
+    write_tiny_checkpoint(root / "model.pt", 3, "ten", model=trained_like(TSN("resnet18", 3)))
     write_frames(root / "clip", 9)
     return root
 

@@ -5,13 +5,10 @@ import re
 import onnx
 import pytest
 import torch
-from conftest import write_frames
+from conftest import write_frames, write_tiny_checkpoint
 from typer.testing import CliRunner
 
 from tsnctl.cli import app
-from tsnctl.config import Config
-from tsnctl.models.tsn import TSN
-from tsnctl.weights.checkpoint import save_checkpoint
 
 runner = CliRunner()
 
@@ -20,13 +17,8 @@ runner = CliRunner()
 def tiny(tmp_path_factory):
     """A random ResNet-18 TSN over 3 classes and 6 small frame clips listed twice (calibration, validation)."""
     root = tmp_path_factory.mktemp("int8")
-    cfg = Config()
-    cfg.model.backbone, cfg.model.num_classes = "resnet18", 3
-    cfg.data.short_side, cfg.data.crop_size, cfg.data.num_workers = 40, 32, 0
-    cfg.test.num_seg, cfg.test.crop, cfg.train.device = 2, "center", "cpu"
     torch.manual_seed(0)
-    save_checkpoint(root / "model.pt", {"model": TSN("resnet18", 3).state_dict(), "epoch": 0,
-                                        "config": cfg.to_dict(), "class_names": ["a", "b", "c"]})
+    write_tiny_checkpoint(root / "model.pt", 2, "center", num_workers=0)
     lines = []
     for i in range(6):
         write_frames(root / "frames" / f"clip{i}", 5 + i, seed=i)

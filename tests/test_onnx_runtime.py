@@ -10,13 +10,11 @@ from pathlib import Path
 import onnx
 import pytest
 import torch
-from conftest import write_frames
+from conftest import write_frames, write_tiny_checkpoint
 from typer.testing import CliRunner
 
 from tsnctl.cli import app
-from tsnctl.config import Config
 from tsnctl.models.tsn import TSN
-from tsnctl.weights.checkpoint import save_checkpoint
 
 runner = CliRunner()
 
@@ -24,14 +22,9 @@ runner = CliRunner()
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
     root = tmp_path_factory.mktemp("onnx")
-    cfg = Config()
-    cfg.model.backbone, cfg.model.num_classes = "resnet18", 3
-    cfg.data.short_side, cfg.data.crop_size, cfg.data.num_workers = 40, 32, 0
-    cfg.test.num_seg, cfg.test.crop, cfg.train.device = 2, "three", "cpu"
     torch.manual_seed(0)
     model = TSN("resnet18", 3)
-    save_checkpoint(root / "model.pt", {"model": model.state_dict(), "epoch": 0, "config": cfg.to_dict(),
-                                        "class_names": ["a", "b", "c"]})
+    write_tiny_checkpoint(root / "model.pt", 2, "three", model=model, num_workers=0)
     lines = []
     for i in range(3):
         write_frames(root / "frames" / f"clip{i}", 5 + i, seed=i)

@@ -15,13 +15,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import write_video
+from conftest import write_tiny_checkpoint, write_video
 from typer.testing import CliRunner
 
 from tsnctl.cli import app
-from tsnctl.config import Config
-from tsnctl.models.tsn import TSN
-from tsnctl.weights.checkpoint import save_checkpoint
 
 pytest.importorskip("fastapi")  # the 'serve' extra; 'make test' installs it with 'dev'
 runner = CliRunner()
@@ -33,13 +30,8 @@ TIMEOUT = 120  # seconds for any one request, and for the server to start or sto
 def served(tmp_path_factory):
     """A tiny exported model, clips good and bad, and a running 'tsnctl serve' on a free loopback port."""
     root = tmp_path_factory.mktemp("serve")
-    cfg = Config()
-    cfg.model.backbone, cfg.model.num_classes = "resnet18", 3
-    cfg.data.short_side, cfg.data.crop_size = 40, 32
-    cfg.test.num_seg, cfg.test.crop, cfg.train.device = 2, "center", "cpu"
     torch.manual_seed(0)
-    save_checkpoint(root / "model.pt", {"model": TSN("resnet18", 3).state_dict(), "epoch": 0,
-                                        "config": cfg.to_dict(), "class_names": NAMES})
+    write_tiny_checkpoint(root / "model.pt", 2, "center", NAMES)
     result = runner.invoke(app, ["export", "-w", str(root / "model.pt"), "-o", str(root / "model.onnx")])
     assert result.exit_code == 0, result.output
     media = root / "media"

@@ -11,10 +11,10 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from conftest import write_tiny_checkpoint
 from typer.testing import CliRunner
 
 from tsnctl.cli import app
-from tsnctl.config import Config
 from tsnctl.data.dataset import ClipSettings
 from tsnctl.data.presets import eval_preset
 from tsnctl.data.sampling import eval_indices
@@ -24,7 +24,6 @@ from tsnctl.deploy.timeline import Span, WindowScore, merge_segments, parse_span
 from tsnctl.deploy.timeline_out import predict_timeline
 from tsnctl.errors import UserError
 from tsnctl.models.tsn import TSN
-from tsnctl.weights.checkpoint import save_checkpoint
 
 COLOURS = {"red": (0, 0, 255), "green": (0, 255, 0), "blue": (255, 0, 0)}  # BGR
 FPS = 10
@@ -165,12 +164,7 @@ def test_spans():
 
 def test_cli_timeline(tmp_path):
     video = concatenated(tmp_path / "long.mp4", [("red", 2), ("blue", 2)])
-    cfg = Config()
-    cfg.model.backbone, cfg.model.num_classes = "resnet18", 3
-    cfg.data.short_side, cfg.data.crop_size = 40, 32
-    cfg.test.num_seg, cfg.test.crop = 2, "center"
-    save_checkpoint(tmp_path / "m.pt", {"model": TSN("resnet18", 3).state_dict(), "epoch": 0,
-                                        "config": cfg.to_dict(), "class_names": list(COLOURS)})
+    write_tiny_checkpoint(tmp_path / "m.pt", 2, "center", list(COLOURS), device="auto")
     result = CliRunner().invoke(app, ["predict", str(video), "-w", str(tmp_path / "m.pt"), "--timeline",
                                       "--window", "1s", "--stride", "5", "--smooth", "3", "--output",
                                       str(tmp_path / "tl"), "--json"])
