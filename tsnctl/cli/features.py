@@ -26,9 +26,11 @@ def features(
                                                      "[label]' lines); any other folder stands for every video "
                                                      "under it.")],
     weights: WeightsOpt = None,
-    out: Annotated[Path, typer.Option("--out", help="The .npy to write (float32, one row per clip or segment); "
-                                                    "a .csv beside it names each row's clip, segment, frame and "
-                                                    "time.")] = Path("features.npy"),
+    out: Annotated[Path, typer.Option("--out", help="The .npy to write (float32, one row per clip or segment), "
+                                                    "with a .csv beside it naming each row's clip, segment, frame "
+                                                    "and time; or a .parquet holding both in one table (needs "
+                                                    "pyarrow: pip install 'tsnctl\\[parquet]').")
+                   ] = Path("features.npy"),
     level: Annotated[str, typer.Option(help="video: one vector per clip (the mean over all test views: what "
                                             "the fc sees); segment: one per segment (mean over its crops).")
                      ] = "video",
@@ -41,8 +43,8 @@ def features(
 ) -> None:
     """Write the model's pooled features (before the fc) of clips, with the test protocol's views.
 
-    A killed run continues where it stopped (finished clips are kept in OUT.part/); OUT and its .csv
-    appear only when every clip is done. head.fc of a video-level row gives the clip's logits.
+    A killed run continues where it stopped (finished clips are kept in OUT.part/); OUT (and a .npy's
+    .csv) appear only when every clip is done. head.fc of a video-level row gives the clip's logits.
     """
     from tsnctl.data.splits import clip_settings
     from tsnctl.deploy.features import LEVELS, check_output, extract_features
@@ -69,5 +71,6 @@ def features(
         raise UserError(f"{len(summary.failed)} of {summary.clips} clips could not be read ({summary.failed[0][1]}"
                         f"{', more above' if len(summary.failed) > 1 else ''}); the others are kept in {out}.part/: "
                         "fix or drop those clips and run again", exit_code=1)
-    log.info("%d x %d features of %d clips -> %s (rows: %s)%s", summary.rows, summary.dim, summary.clips, out,
-             summary.index, f"; {summary.resumed} clips from an earlier run" if summary.resumed else "")
+    log.info("%d x %d features of %d clips -> %s%s%s", summary.rows, summary.dim, summary.clips, out,
+             f" (rows: {summary.index})" if summary.index else "",
+             f"; {summary.resumed} clips from an earlier run" if summary.resumed else "")

@@ -10,8 +10,10 @@ clip and segment each row is; segment -1 and empty frame/time for video level; t
 frame rate, empty for frame folders). Each clip's result is first written into ``OUT.npy.part/`` (one file per
 clip, renamed into place), so a killed run continues where it stopped; both outputs are written only when every
 clip is done (sidecar first, the ``.npy`` last, each to a temporary name and renamed), then the ``.part`` folder
-goes. ``shard=(I, N)`` takes the clips whose name hashes to shard I (as ``extract-frames --shard``); give each
-shard its own OUT.
+goes. ``OUT.parquet`` instead is one table holding both (columns ``row, clip, segment, frame, time`` as the
+sidecar, frame and time null where it is empty, and ``feature``: fixed-size lists of float32), written the same
+way (pyarrow, the ``parquet`` extra, imported only then). ``shard=(I, N)`` takes the clips whose name hashes
+to shard I (as ``extract-frames --shard``); give each shard its own OUT.
 """
 
 from __future__ import annotations
@@ -46,8 +48,8 @@ COLUMNS = ["row", "clip", "segment", "frame", "time"]
 
 @dataclass
 class FeatureSummary:
-    out: Path  # the .npy
-    index: Path  # its .csv sidecar
+    out: Path  # the .npy or .parquet
+    index: Path | None  # the .npy's .csv sidecar; None for .parquet (the table holds the index)
     rows: int = 0
     dim: int = 0
     clips: int = 0  # clips in this shard
@@ -56,15 +58,19 @@ class FeatureSummary:
 
 
 def check_output(out: str | Path) -> Path:
-    """OUT must end in .npy (Parquet would need pyarrow, not a dependency) and not be a folder."""
+    """OUT must end in .npy or .parquet (then pyarrow, an optional extra, must import: checked before any
+    work starts) and not be a folder."""
     out = Path(out)
+    if out.suffix not in (".npy", ".parquet"):
+        raise UserError(f"{out}: the features file must end in .npy or .parquet")
     if out.suffix == ".parquet":
-        raise UserError(f"{out}: Parquet output needs pyarrow, which tsnctl does not depend on; write .npy "
-                        "(with its .csv sidecar) and convert it if you need Parquet")
-    if out.suffix != ".npy":
-        raise UserError(f"{out}: the features file must end in .npy")
+        try:
+            import pyarrow.parquet  # noqa: F401
+        except ImportError:
+            raise UserError(f"{out}: Parquet output needs pyarrow: pip install 'tsnctl[parquet]', or write .npy "
+                            "(with its .csv sidecar)") from None
     if out.is_dir():
-        raise UserError(f"{out}: is a folder; --out names the .npy file to write")
+        raise UserError(f"{out}: is a folder; --out names the .npy or .parquet file to write")
     return out
 
 
@@ -78,7 +84,7 @@ def extract_features(model: torch.nn.Module, settings: ClipSettings, clips: list
         raise UserError(f"--level {level!r}: choose one of {', '.join(LEVELS)}")
     out = check_output(out)
     mine = [clip for clip in clips if in_shard(clip, shard)]
-    summary = FeatureSummary(out, out.with_suffix(".csv"), clips=len(mine))
+    summary = FeatureSummary(out, out.with_suffix(".csv") if out.suffix == ".npy" else None, clips=len(mine))
     part = out.with_name(out.name + ".part")
     if part.is_symlink() or (part.exists() and not part.is_dir()):
         raise UserError(f"{part}: in the way of the partial results folder; remove it")
@@ -155,22 +161,51 @@ def _save_npz(path: Path, features: np.ndarray, rows: list[dict]) -> None:
 
 
 def _finish(summary: FeatureSummary, clips: list[str], part: Path) -> None:
-    """Join the clips' files in list order: the sidecar, then the ``.npy`` (each written and renamed)."""
-    blocks, buf = [], io.StringIO()
-    writer = csv.writer(buf)
-    writer.writerow(COLUMNS)
+    """Join the clips' files in list order: for .npy the sidecar, then the ``.npy``; or the one ``.parquet``
+    (each written to a temporary name and renamed)."""
+    blocks, rows = [], []
     for clip in clips:
         with np.load(part / (hashlib.sha1(clip.encode("utf-8")).hexdigest() + ".npz")) as data:
             blocks.append(data["features"])
-            for row in json.loads(str(data["rows"])):
-                writer.writerow([summary.rows, clip, row["segment"], row["frame"], row["time"]])
-                summary.rows += 1
+            rows += [(clip, row) for row in json.loads(str(data["rows"]))]
     features = np.concatenate(blocks) if blocks else np.zeros((0, 0), np.float32)
-    summary.dim = features.shape[1]
+    summary.rows, summary.dim = features.shape
+    if summary.index is None:
+        _write_parquet(summary.out, features, rows)
+        return
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    writer.writerow(COLUMNS)
+    for i, (clip, row) in enumerate(rows):
+        writer.writerow([i, clip, row["segment"], row["frame"], row["time"]])
     write_atomic(summary.index, buf.getvalue())
     tmp = summary.out.with_name(summary.out.stem + ".tmp.npy")
     try:
         np.save(tmp, features)
         os.replace(tmp, summary.out)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _write_parquet(out: Path, features: np.ndarray, rows: list[tuple[str, dict]]) -> None:
+    """One table: the sidecar's columns (empty frame/time -> null) and ``feature`` as fixed-size float32 lists."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    dim = features.shape[1]
+    feature = (pa.FixedSizeListArray.from_arrays(pa.array(features.ravel(), pa.float32()), dim) if dim
+               else pa.array([], pa.list_(pa.float32(), 0)))  # no clips in this shard: zero rows, as the .npy
+    table = pa.table({
+        "row": pa.array(range(len(rows)), pa.int64()),
+        "clip": pa.array([clip for clip, _ in rows], pa.string()),
+        "segment": pa.array([row["segment"] for _, row in rows], pa.int64()),
+        "frame": pa.array([None if row["frame"] == "" else row["frame"] for _, row in rows], pa.int64()),
+        "time": pa.array([None if row["time"] == "" else float(row["time"]) for _, row in rows], pa.float64()),
+        "feature": feature,
+    })
+    tmp = out.with_name(out.name + ".tmp")  # not *.parquet: a killed write leaves nothing finished-looking
+    try:
+        pq.write_table(table, tmp)
+        os.replace(tmp, out)
     finally:
         tmp.unlink(missing_ok=True)
