@@ -1,7 +1,10 @@
 """Measured transfer: fine-tuning from pre-trained weights against training from scratch, on a few clips per class.
 
-Pre-trains ``configs/demo.yaml`` (ResNet-18) on one synthetic dataset (``shapes``), then trains on another
-(``textures``, ``--per-class`` clips per class) for the same number of epochs and batches in three arms:
+New classes of the same visual world, as a user's own classes are to Kinetics: ``demo-data --kind textures``
+has six texture classes; the source is three of them (stripes, checkerboard, dot grid; ``--pretrain-per-class``
+clips each) and ``configs/demo.yaml`` (ResNet-18, from scratch) is pre-trained on it; the target is the other
+three (crosshatch, blotches, streaks), rendered with another seed, ``--per-class`` training clips each. The
+target is trained for the same number of epochs and batches in three arms:
 
 - ``scratch (demo recipe)``: ``configs/demo.yaml`` from random weights (the from-scratch small-data recipe);
 - ``scratch (fine-tune recipe)``: ``configs/finetune_tsn_r50.yaml`` without ``init_from`` (the recipe alone);
@@ -10,16 +13,19 @@ Pre-trains ``configs/demo.yaml`` (ResNet-18) on one synthetic dataset (``shapes`
 The fine-tune config is used with only what a CPU run at the demo's scale needs changed (ResNet-18, 64-pixel
 frames, 3 segments, frames format, no early stop so every arm gets the same budget). Prints a markdown table
 of the best and last validation top-1, the last validation loss (mean +- sample std over seeds) and the
-minutes per run. Finished runs are read back, so an interrupted table resumes.
+minutes per run, and writes every run's figures to ``OUT/results_<per-class>pc_<epochs>ep.json``. Finished
+runs are read back (the pre-training is shared by every budget), so an interrupted table resumes.
 
     PYTHONPATH=. python benchmarks/transfer_table.py [--out runs/transfer_table] [--seeds 0 1 2]
-        [--per-class 5] [--val-per-class 5] [--epochs 10] [--batch-size 6] [--pretrain-epochs 5]
+        [--per-class 3] [--val-per-class 30] [--epochs 10] [--batch-size 3] [--pretrain-per-class 40]
+        [--pretrain-epochs 20]
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import json
 import shutil
 import statistics
 import subprocess
@@ -38,21 +44,40 @@ def tsnctl(*args: object) -> None:
     subprocess.run(cmd, check=True, cwd=ROOT)
 
 
-def prepare(kind: str, out: Path, train_per_class: int, val_per_class: int, seed: int) -> Path:
-    data = out / "data" / f"{kind}_{train_per_class}"
+SOURCE = ["stripes", "checkerboard", "dot_grid"]  # classes of `demo-data --kind textures` pre-trained on
+TARGET = ["crosshatch", "blotches", "streaks"]  # the new classes fine-tuned to
+
+
+def prepare(out: Path, train_per_class: int, val_per_class: int, seed: int) -> Path:
+    """Render ``--kind textures`` (all six classes) and extract its frames, once; returns its folder."""
+    data = out / "data" / f"textures_{train_per_class}pc_seed{seed}"
     if not (data / "frames" / "val_videos_frames.txt").is_file():
-        tsnctl("demo-data", data / "videos", "--kind", kind, "--train-per-class", train_per_class,
+        tsnctl("demo-data", data / "videos", "--kind", "textures", "--train-per-class", train_per_class,
                "--val-per-class", val_per_class, "--seed", seed)
         for split in ("train", "val"):
             tsnctl("extract-frames", data / "videos" / f"{split}_videos.txt", data / "frames", "--workers", 2)
     return data
 
 
-def lists(data: Path, classes: int) -> list[str]:
-    return [f"data.train_list={data / 'frames' / 'train_videos_frames.txt'}",
-            f"data.val_list={data / 'frames' / 'val_videos_frames.txt'}",
-            f"data.test_list={data / 'frames' / 'val_videos_frames.txt'}", "data.root=",
-            f"data.label_file={data / 'videos' / 'labels.txt'}", f"model.num_classes={classes}"]
+def subset(data: Path, classes: list[str]) -> list[str]:
+    """Lists and a label file of ``classes`` only (labels renumbered from 0) beside the frame lists; the
+    options that point a config at them."""
+    names = [line.split()[-1] for line in (data / "videos" / "labels.txt").read_text().splitlines()]
+    new_label = {str(names.index(name)): str(i) for i, name in enumerate(classes)}
+    slug = "_".join(classes)
+    paths = {}
+    for split in ("train", "val"):
+        kept = []
+        for line in (data / "frames" / f"{split}_videos_frames.txt").read_text().splitlines():
+            path, frames, label = line.rsplit(" ", 2)
+            if label in new_label:
+                kept.append(f"{path} {frames} {new_label[label]}\n")
+        paths[split] = data / "frames" / f"{split}_{slug}.txt"
+        paths[split].write_text("".join(kept))
+    labels = data / "frames" / f"labels_{slug}.txt"
+    labels.write_text("".join(f"{name}\n" for name in classes))
+    return [f"data.train_list={paths['train']}", f"data.val_list={paths['val']}", f"data.test_list={paths['val']}",
+            "data.root=", f"data.label_file={labels}", f"model.num_classes={len(classes)}"]
 
 
 def train(config: str, run_dir: Path, options: list[str]) -> dict[str, float]:
@@ -78,17 +103,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "transfer_table")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    parser.add_argument("--per-class", type=int, default=5, help="training clips per class of the target data")
-    parser.add_argument("--val-per-class", type=int, default=5)
+    parser.add_argument("--per-class", type=int, default=3, help="training clips per class of the target data")
+    parser.add_argument("--val-per-class", type=int, default=30)
     parser.add_argument("--epochs", type=int, default=10)
-    parser.add_argument("--batch-size", type=int, default=6)
+    parser.add_argument("--batch-size", type=int, default=3)
     parser.add_argument("--pretrain-per-class", type=int, default=40)
-    parser.add_argument("--pretrain-epochs", type=int, default=5)
+    parser.add_argument("--pretrain-epochs", type=int, default=20)
     args = parser.parse_args()
-    source = prepare("shapes", args.out, args.pretrain_per_class, 10, seed=0)
-    pretrain = args.out / "runs" / "pretrain_shapes"
-    train("configs/demo.yaml", pretrain, lists(source, 6) + [f"train.epochs={args.pretrain_epochs}"])
-    target = prepare("textures", args.out, args.per_class, args.val_per_class, seed=1)
+    source = subset(prepare(args.out, args.pretrain_per_class, 10, seed=0), SOURCE)
+    pretrain = args.out / "runs" / "pretrain_source"
+    source_top1 = train("configs/demo.yaml", pretrain, source + [f"train.epochs={args.pretrain_epochs}"])["best"]
+    target = subset(prepare(args.out, args.per_class, args.val_per_class, seed=1), TARGET)
     budget = [f"train.epochs={args.epochs}", f"train.batch_size={args.batch_size}"]
     arms = {"scratch (demo recipe)": ("configs/demo.yaml", ["model.init_from="]),
             "scratch (fine-tune recipe)": ("configs/finetune_tsn_r50.yaml", SMALL + ["model.init_from="]),
@@ -97,10 +122,13 @@ def main() -> None:
     for seed in args.seeds:  # seed-major: an interrupted table has every arm of the first seeds
         for arm, (config, extra) in arms.items():
             slug = arm.split(" (")[0] + ("_demo" if "demo" in arm else "_ft" if "recipe" in arm else "")
-            result = train(config, args.out / "runs" / f"{slug}_{args.per_class}pc_seed{seed}",
-                           lists(target, 6) + extra + budget + [f"train.seed={seed}"])
+            result = train(config, args.out / "runs" / f"{slug}_{args.per_class}pc_{args.epochs}ep_seed{seed}",
+                           target + extra + budget + [f"train.seed={seed}"])
             runs[arm].append(result)
             print(f"{arm} seed {seed}: best {result['best']:.1f} last {result['last']:.1f}", flush=True)
+    results = {"source_valid_top1": source_top1, "seeds": args.seeds, "arms": runs}
+    (args.out / f"results_{args.per_class}pc_{args.epochs}ep.json").write_text(json.dumps(results, indent=1))
+    print(f"pre-training on {', '.join(SOURCE)}: best valid top-1 {source_top1:.1f}")
     lines = [f"| arm ({args.per_class} clips per class, {args.epochs} epochs, batch {args.batch_size}) | seeds "
              "| valid top-1 (best) | valid top-1 (last) | valid loss (last) | minutes per run |",
              "|---|---|---|---|---|---|"]
