@@ -48,6 +48,9 @@ def test_overrides_are_typed():
     ("test.crop=five", "test.crop is 'five'; choose one of ten, three, center"),
     ("train.lr", "expected section.key=value"),
     ("data.crop_size=300", "exceeds data.short_side"),
+    ("data.crop_scales=[]", "data.crop_scales is []; give one or more fractions in (0, 1]"),
+    ("data.crop_scales=[1.0, 1.5]", "data.crop_scales is [1.0, 1.5]; give one or more fractions in (0, 1]"),
+    ("data.crop_scales=[0]", "data.crop_scales is [0.0]; give one or more fractions in (0, 1]"),
 ])
 def test_bad_overrides_name_the_key(override, message):
     with pytest.raises(UserError, match=message.replace("[", r"\[").replace("(", r"\(")):

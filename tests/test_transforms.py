@@ -83,6 +83,23 @@ def test_multi_scale_crop_boxes_follow_the_reference_grid():
     assert len(seen_sizes) == 10
 
 
+def test_crop_scales_choose_the_multi_scale_crop_sides():
+    rng = np.random.default_rng(0)
+    boxes = {T.multi_scale_crop_box(64, 85, 56, rng, scales=(1.0, 0.875))[2:] for _ in range(500)}
+    assert boxes == {(64, 64), (56, 64), (64, 56), (56, 56)}  # int(64 * .875) = 56; never 48 or 42
+    frames = np.zeros((2, 64, 85, 3), np.uint8)
+    assert T.multi_scale_crop(frames, 56, rng, scales=(1.0,)).shape == (2, 56, 56, 3)
+
+
+def test_train_clips_take_the_configured_crop_scales():
+    from tsnctl.config import load_config
+    from tsnctl.data.splits import clip_settings
+
+    assert clip_settings(load_config(None), "train").crop_scales == T.MULTI_SCALES  # the reference's by default
+    cfg = load_config(None, ["data.crop_scales=[1.0, 0.875]"])
+    assert clip_settings(cfg, "train").crop_scales == (1.0, 0.875)
+
+
 def test_multi_scale_crop_rounds_half_to_even():
     # Width 257: the centre x of each crop width lands on .5 (steps (257-w)/4 are 0.25, 8.25, 16.25, 22.25)
     # and PIL-style rounding takes the even neighbour: 0.5 -> 0, 16.5 -> 16, 32.5 -> 32, 44.5 -> 44.

@@ -34,6 +34,8 @@ class DataConfig:
     image_template: str = "img_{:05d}.jpg"  # frame file names, 1-based as in the reference
     short_side: int = 256  # Scale: the short side after resizing (aspect ratio kept)
     crop_size: int = 224  # side of the square crops fed to the network
+    crop_scales: list[float] = field(  # train MultiScaleCrop: crop sides per short side (these four: the reference)
+        default_factory=lambda: [1.0, 0.875, 0.75, 0.66])
     num_workers: int = -1  # DataLoader worker processes; -1: CPU cores per GPU less one; 0: main process
     decode_device: str = "cpu"  # cpu: loader workers decode and crop; cuda: JPEG decode and crops on the GPU
     jpeg_dct_scale: bool = False  # decode JPEGs >= 2 x short_side at reduced scale (DCT); faster, not reference pixels
@@ -261,6 +263,8 @@ def validate(cfg: Config) -> None:
             raise UserError(f"config: {dotted} is {value!r}; it must be {wanted}")
     if any(step < 1 for step in cfg.train.lr_steps):
         raise UserError(f"config: train.lr_steps is {cfg.train.lr_steps}; every epoch in it must be at least 1")
+    if not cfg.data.crop_scales or not all(math.isfinite(s) and 0.0 < s <= 1.0 for s in cfg.data.crop_scales):
+        raise UserError(f"config: data.crop_scales is {cfg.data.crop_scales}; give one or more fractions in (0, 1]")
     if cfg.data.crop_size > cfg.data.short_side:
         raise UserError(f"config: data.crop_size ({cfg.data.crop_size}) exceeds data.short_side "
                         f"({cfg.data.short_side})")

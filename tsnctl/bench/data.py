@@ -260,7 +260,7 @@ def _stages(samples: list[Sample], s: ClipSettings, repeats: int = 3) -> dict[st
         times["decode"] += time.process_time() - started
         started = time.process_time()
         if s.mode == "train":
-            train_preset(frames, s.short_side, s.crop_size, rng)
+            train_preset(frames, s.short_side, s.crop_size, rng, scales=s.crop_scales)
         elif s.crop == "center":
             eval_preset(frames, s.short_side, s.crop_size, s.crop)
         else:  # ThreeCrop/TenCrop views are cut at the model (``views.FrameViews``): workers only scale

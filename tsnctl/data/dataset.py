@@ -28,7 +28,7 @@ from tsnctl.data.decode import read_frame_folder, read_video
 from tsnctl.data.lists import Sample
 from tsnctl.data.presets import VIEWS_PER_FRAME, eval_preset, train_preset
 from tsnctl.data.sampling import eval_indices, frame_indices, sample_rng
-from tsnctl.data.transforms import scale_into, scaled_size
+from tsnctl.data.transforms import MULTI_SCALES, scale_into, scaled_size
 from tsnctl.data.views import FrameViews, view_groups
 from tsnctl.errors import UserError
 
@@ -46,6 +46,7 @@ class ClipSettings:
     image_template: str = "img_{:05d}.jpg"
     seed: int = 0
     jpeg_dct_scale: bool = False  # decode large JPEG frames at a reduced scale (see decode.read_image)
+    crop_scales: tuple[float, ...] = MULTI_SCALES  # train mode: MultiScaleCrop's sides per short side
 
     @property
     def dct_short_side(self) -> int:
@@ -180,7 +181,7 @@ def load_clip(sample: Sample, settings: ClipSettings, rng: np.random.Generator,
     s = settings
     frames = read_clip_frames(sample, s.fmt, frame_indices(s.mode, s.num_seg, rng), s.image_template, s.dct_short_side)
     if s.mode == "train":
-        return train_preset(frames, s.short_side, s.crop_size, rng, out)
+        return train_preset(frames, s.short_side, s.crop_size, rng, out, s.crop_scales)
     return eval_preset(frames, s.short_side, s.crop_size, s.crop, out)
 
 

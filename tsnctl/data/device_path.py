@@ -97,7 +97,7 @@ def plan_clip(height: int, width: int, settings: ClipSettings, rng: np.random.Ge
     s = settings
     scaled = scaled_size(height, width, s.short_side)
     if s.mode == "train":
-        box = multi_scale_crop_box(*scaled, s.crop_size, rng)
+        box = multi_scale_crop_box(*scaled, s.crop_size, rng, s.crop_scales)
         return ClipPlan(scaled, ((box, bool(rng.random() < 0.5)),), s.crop_size)  # RandomFlip, p = 0.5
     return ClipPlan(scaled, tuple(view_groups(*scaled, s.crop_size, s.crop)), s.crop_size)
 

@@ -17,11 +17,11 @@ from tsnctl.data import transforms as T
 
 
 def train_preset(frames: np.ndarray, short_side: int, crop_size: int, rng: np.random.Generator,
-                 out: np.ndarray | None = None) -> torch.Tensor:
+                 out: np.ndarray | None = None, scales: tuple[float, ...] = T.MULTI_SCALES) -> torch.Tensor:
     """Scale, MultiScaleCrop, RandomFlip (uint8 out; normalize the batch later). ``out``: where to write
     the views, ``[T, c, c, 3]`` uint8 (a slot of a batch buffer)."""
     frames = T.scale(frames, short_side)
-    frames = T.multi_scale_crop(frames, crop_size, rng, out)
+    frames = T.multi_scale_crop(frames, crop_size, rng, out, scales)
     frames = T.random_hflip(frames, rng, in_place=True)  # the resized crops are ours to overwrite
     return T.to_tensor(frames)
 

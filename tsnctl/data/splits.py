@@ -19,7 +19,7 @@ def clip_settings(cfg: Config, split: str, fmt: str | None = None) -> ClipSettin
     match split:
         case "train":
             return ClipSettings(fmt, cfg.train.num_seg, cfg.data.short_side, cfg.data.crop_size, mode="train",
-                                seed=cfg.train.seed, **common)
+                                seed=cfg.train.seed, crop_scales=tuple(cfg.data.crop_scales), **common)
         case "valid":
             return ClipSettings(fmt, cfg.valid.num_seg, cfg.data.short_side, cfg.data.crop_size, crop="center",
                                 **common)

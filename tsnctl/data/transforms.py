@@ -92,17 +92,19 @@ def hflip(frames: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     return out
 
 
-def multi_scale_crop_box(height: int, width: int, crop_size: int, rng: np.random.Generator) -> Box:
+def multi_scale_crop_box(height: int, width: int, crop_size: int, rng: np.random.Generator,
+                         scales: tuple[float, ...] = MULTI_SCALES) -> Box:
     """Draw the MultiScaleCrop box: a (w, h) pair from the scales, at one of the fixed positions.
 
-    Crop sides are ``int(base*s)`` for s in (1, .875, .75, .66) with base the short side; a side within
+    Crop sides are ``int(base*s)`` for s in ``scales`` (the reference's 1, .875, .75, .66) with base the
+    short side; a side within
     3 px of ``crop_size`` snaps to it. Pairs whose scale indices differ by at most 1 are equally likely.
     Positions use float steps ``(W-cw)/4`` and the box corners are rounded half-to-even. The reference
     config sets ``allow_duplication: True``: all five positions stay in the draw even when a step is 0 and
     some coincide (so, for a full-width crop, x=0 is drawn with probability 2/5, not 1/3).
     """
     base = min(height, width)
-    sides = [int(base * s) for s in MULTI_SCALES]
+    sides = [int(base * s) for s in scales]
     sides = [crop_size if abs(s - crop_size) < 3 else s for s in sides]
     pairs = [(sides[j], sides[i]) for i in range(len(sides)) for j in range(len(sides)) if abs(i - j) <= 1]
     crop_w, crop_h = pairs[rng.integers(len(pairs))]
@@ -115,11 +117,11 @@ def multi_scale_crop_box(height: int, width: int, crop_size: int, rng: np.random
 
 
 def multi_scale_crop(frames: np.ndarray, crop_size: int, rng: np.random.Generator,
-                     out: np.ndarray | None = None) -> np.ndarray:
+                     out: np.ndarray | None = None, scales: tuple[float, ...] = MULTI_SCALES) -> np.ndarray:
     """MultiScaleCrop (train): a random box from ``multi_scale_crop_box``, resized to crop_size^2 (into
     ``out`` when given)."""
     height, width = frames.shape[1:3]
-    box = multi_scale_crop_box(height, width, crop_size, rng)
+    box = multi_scale_crop_box(height, width, crop_size, rng, scales)
     return resize(crop(frames, box), crop_size, crop_size, out)
 
 
