@@ -51,6 +51,7 @@ def test_overrides_are_typed():
     ("data.crop_scales=[]", "data.crop_scales is []; give one or more fractions in (0, 1]"),
     ("data.crop_scales=[1.0, 1.5]", "data.crop_scales is [1.0, 1.5]; give one or more fractions in (0, 1]"),
     ("data.crop_scales=[0]", "data.crop_scales is [0.0]; give one or more fractions in (0, 1]"),
+    ("data.crop_scales=[0.001]", "data.crop_scales is [0.001]; give one or more fractions in (0, 1]"),
 ])
 def test_bad_overrides_name_the_key(override, message):
     with pytest.raises(UserError, match=message.replace("[", r"\[").replace("(", r"\(")):

@@ -263,8 +263,10 @@ def validate(cfg: Config) -> None:
             raise UserError(f"config: {dotted} is {value!r}; it must be {wanted}")
     if any(step < 1 for step in cfg.train.lr_steps):
         raise UserError(f"config: train.lr_steps is {cfg.train.lr_steps}; every epoch in it must be at least 1")
-    if not cfg.data.crop_scales or not all(math.isfinite(s) and 0.0 < s <= 1.0 for s in cfg.data.crop_scales):
-        raise UserError(f"config: data.crop_scales is {cfg.data.crop_scales}; give one or more fractions in (0, 1]")
+    if not cfg.data.crop_scales or not all(math.isfinite(s) and 0.0 < s <= 1.0 and int(s * cfg.data.short_side) >= 1
+                                           for s in cfg.data.crop_scales):
+        raise UserError(f"config: data.crop_scales is {cfg.data.crop_scales}; give one or more fractions in (0, 1] "
+                        "of data.short_side (at least one pixel each)")
     if cfg.data.crop_size > cfg.data.short_side:
         raise UserError(f"config: data.crop_size ({cfg.data.crop_size}) exceeds data.short_side "
                         f"({cfg.data.short_side})")
