@@ -54,6 +54,24 @@ def write_tiny_checkpoint(path: Path, num_seg: int, crop: str, names: list[str] 
     return path
 
 
+def write_feature_media(root: Path) -> Path:
+    """Four short videos v0..v3 (12, 17, 22, 27 frames) and a 9-frame folder frames/f0: the clips of the
+    features tests."""
+    for i in range(4):
+        write_video(root / f"v{i}.mp4", 12 + 5 * i)
+    write_frames(root / "frames" / "f0", 9)
+    return root
+
+
+def feature_model() -> TSN:
+    """A seeded ResNet-18 TSN of 5 classes whose fc gives logits of order 10, not 0.01: a real comparison."""
+    torch.manual_seed(0)
+    model = TSN("resnet18", 5).eval()
+    torch.nn.init.normal_(model.head.fc.weight, 0.0, 1.0)
+    torch.nn.init.normal_(model.head.fc.bias, 0.0, 1.0)
+    return model
+
+
 @pytest.fixture
 def example_avi() -> Path:
     return SHARED_DATA / "example.avi"

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import write_frames, write_video
+from conftest import feature_model, write_feature_media
 from typer.testing import CliRunner
 
 from tsnctl.cli import app
@@ -19,7 +19,6 @@ from tsnctl.data.transforms import normalize
 from tsnctl.deploy.features import extract_features
 from tsnctl.deploy.predict import clip_sample
 from tsnctl.errors import UserError
-from tsnctl.models.tsn import TSN
 from tsnctl.weights.checkpoint import save_checkpoint
 
 SETTINGS = ClipSettings("video", 3, 40, 32, crop="three")
@@ -27,19 +26,7 @@ SETTINGS = ClipSettings("video", 3, 40, 32, crop="three")
 
 @pytest.fixture(scope="module")
 def media(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("features")
-    for i in range(4):
-        write_video(root / f"v{i}.mp4", 12 + 5 * i)
-    write_frames(root / "frames" / "f0", 9)
-    return root
-
-
-def _model() -> TSN:
-    torch.manual_seed(0)
-    model = TSN("resnet18", 5).eval()
-    torch.nn.init.normal_(model.head.fc.weight, 0.0, 1.0)  # logits of order 10, not 0.01: a real comparison
-    torch.nn.init.normal_(model.head.fc.bias, 0.0, 1.0)
-    return model
+    return write_feature_media(tmp_path_factory.mktemp("features"))
 
 
 def _rows(path: Path) -> list[dict]:
@@ -48,7 +35,7 @@ def _rows(path: Path) -> list[dict]:
 
 
 def test_video_features_through_the_fc_are_the_logits(media, tmp_path):
-    model = _model()
+    model = feature_model()
     clips = [str(media / "v0.mp4"), str(media / "v3.mp4"), str(media / "frames" / "f0")]
     summary = extract_features(model, SETTINGS, clips, tmp_path / "f.npy")
     features = np.load(tmp_path / "f.npy")
@@ -68,7 +55,7 @@ def test_video_features_through_the_fc_are_the_logits(media, tmp_path):
 
 
 def test_segment_features_average_to_the_video_feature(media, tmp_path):
-    model = _model()
+    model = feature_model()
     clips = [str(media / "v1.mp4"), str(media / "v2.mp4")]
     extract_features(model, SETTINGS, clips, tmp_path / "v.npy")
     extract_features(model, SETTINGS, clips, tmp_path / "s.npy", level="segment")
@@ -82,7 +69,7 @@ def test_segment_features_average_to_the_video_feature(media, tmp_path):
 
 
 def test_resume_after_a_failure_and_refuse_other_options(media, tmp_path):
-    model = _model()
+    model = feature_model()
     bad = tmp_path / "broken.mp4"
     bad.write_bytes(b"not a video" * 10)
     clips = [str(media / "v0.mp4"), str(bad), str(media / "v1.mp4")]
@@ -100,7 +87,7 @@ def test_resume_after_a_failure_and_refuse_other_options(media, tmp_path):
 
 
 def test_shards_split_the_clips(media, tmp_path):
-    model = _model()
+    model = feature_model()
     clips = [str(media / f"v{i}.mp4") for i in range(4)]
     names = []
     for i in range(2):
@@ -115,7 +102,7 @@ def test_cli_features_agree_with_test_save_scores(media, tmp_path):
     cfg.model.backbone, cfg.model.num_classes = "resnet18", 5
     cfg.data.format, cfg.data.short_side, cfg.data.crop_size, cfg.data.num_workers = "video", 40, 32, 0
     cfg.test.num_seg, cfg.test.crop, cfg.test.batch_size, cfg.train.device = 3, "three", 2, "cpu"
-    save_checkpoint(tmp_path / "m.pt", {"model": _model().state_dict(), "epoch": 0, "config": cfg.to_dict(),
+    save_checkpoint(tmp_path / "m.pt", {"model": feature_model().state_dict(), "epoch": 0, "config": cfg.to_dict(),
                                         "class_names": list("abcde")})
     lst = tmp_path / "list.txt"
     lst.write_text("".join(f"{media / f'v{i}.mp4'} {i}\n" for i in range(3)))
@@ -128,7 +115,7 @@ def test_cli_features_agree_with_test_save_scores(media, tmp_path):
     scores = _rows(tmp_path / "scores.csv")
     logits = np.array([[float(r[f"logit_{c}"]) for c in range(5)] for r in scores])
     with torch.no_grad():
-        through_fc = _model().head.fc(torch.from_numpy(np.load(tmp_path / "f.npy"))).numpy()
+        through_fc = feature_model().head.fc(torch.from_numpy(np.load(tmp_path / "f.npy"))).numpy()
     np.testing.assert_allclose(through_fc, logits, rtol=1e-4, atol=1e-5)
     bad = run.invoke(app, ["features", str(lst), "-w", str(tmp_path / "m.pt"), "--out", str(tmp_path / "x.npy"),
                            "--shard", "2/2"])

@@ -9,8 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
-from conftest import write_frames, write_tiny_checkpoint, write_video
+from conftest import feature_model, write_feature_media, write_tiny_checkpoint
 from typer.testing import CliRunner
 
 import tsnctl.deploy.features as features_mod
@@ -18,23 +17,13 @@ from tsnctl.cli import app
 from tsnctl.data.dataset import ClipSettings
 from tsnctl.deploy.features import check_output, extract_features
 from tsnctl.errors import UserError
-from tsnctl.models.tsn import TSN
 
 SETTINGS = ClipSettings("video", 3, 40, 32, crop="three")
 
 
 @pytest.fixture(scope="module")
 def media(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("features_parquet")
-    for i in range(3):
-        write_video(root / f"v{i}.mp4", 12 + 5 * i)
-    write_frames(root / "frames" / "f0", 9)
-    return root
-
-
-def _model() -> TSN:
-    torch.manual_seed(0)
-    return TSN("resnet18", 3).eval()
+    return write_feature_media(tmp_path_factory.mktemp("features_parquet"))
 
 
 def _clips(media: Path) -> list[str]:
@@ -50,7 +39,7 @@ def _finished(folder: Path) -> list[str]:
 def test_parquet_holds_the_npy_and_its_csv(media, tmp_path, level):
     pq = pytest.importorskip("pyarrow.parquet")  # the 'parquet' extra; 'make test' installs it with 'dev'
     pd = pytest.importorskip("pandas")
-    model, clips = _model(), _clips(media)
+    model, clips = feature_model(), _clips(media)
     extract_features(model, SETTINGS, clips, tmp_path / "a.npy", level=level)
     summary = extract_features(model, SETTINGS, clips, tmp_path / "b.parquet", level=level)
     assert _finished(tmp_path) == ["a.csv", "a.npy", "b.parquet"]  # no sidecar and no .part for parquet
@@ -80,7 +69,7 @@ def test_parquet_holds_the_npy_and_its_csv(media, tmp_path, level):
 
 def test_killed_or_failed_runs_leave_no_parquet_and_resume(media, tmp_path, monkeypatch):
     pq = pytest.importorskip("pyarrow.parquet")
-    model, clips, out = _model(), _clips(media), tmp_path / "f.parquet"
+    model, clips, out = feature_model(), _clips(media), tmp_path / "f.parquet"
     real_features, calls = features_mod.clip_features, []
 
     def killed_at_the_second_clip(*args, **kwargs):
@@ -123,7 +112,7 @@ def test_without_pyarrow_parquet_is_refused_before_any_work(media, tmp_path, mon
     with pytest.raises(UserError, match=r"pip install 'tsnctl\[parquet\]'"):
         check_output(tmp_path / "f.parquet")
     with pytest.raises(UserError, match="pyarrow"):
-        extract_features(_model(), SETTINGS, _clips(media), tmp_path / "f.parquet")
+        extract_features(feature_model(), SETTINGS, _clips(media), tmp_path / "f.parquet")
     assert not (tmp_path / "f.parquet.part").exists()
     run = CliRunner()
     result = run.invoke(app, ["features", str(media / "v0.mp4"), "-w", str(weights), "--out",
