@@ -206,5 +206,5 @@ def test_init_from_a_checkpoint_of_other_classes_keeps_only_the_backbone(tmp_pat
     cfg = ModelConfig(backbone="resnet18", num_classes=3, init_from=str(tmp_path / "src.pt"))
     same = build_model(cfg, ["walk", "run", "jump"])
     other = build_model(cfg, ["red", "green", "blue"])
-    assert float(same.head.fc.bias[0]) == 7.0 and float(other.head.fc.bias[0]) == 0.0
+    assert same.head.fc.bias[0].item() == 7.0 and other.head.fc.bias[0].item() == 0.0
     assert torch.equal(other.backbone.conv1.weight, source.backbone.conv1.weight)
