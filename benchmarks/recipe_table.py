@@ -58,11 +58,12 @@ def run(kind: str, data: Path, seed: int, fmt: str, out: Path, overrides: list[s
     options = [f"data.format={fmt}", f"data.train_list={lists[0]}", f"data.val_list={lists[1]}",
                f"data.label_file={data / 'videos' / 'labels.txt'}", f"model.num_classes={CLASSES[kind]}",
                f"train.seed={seed}", *overrides]
+    option_args = [x for o in options for x in ("-o", o)]
     if not done.is_file():
         shutil.rmtree(run_dir, ignore_errors=True)  # an interrupted run starts over, so its time is whole
         started = time.perf_counter()
         tsnctl("train", "-c", "configs/demo.yaml", "--output", run_dir, "--validate",
-               *[x for o in options for x in ("-o", o)])
+               *option_args)
         done.write_text(f"{time.perf_counter() - started:.1f}\n")
     if not (run_dir / "train_fit.json").is_file():
         # How well the final weights fit the training set, measured as validation is (eval mode: no dropout,
@@ -70,13 +71,13 @@ def run(kind: str, data: Path, seed: int, fmt: str, out: Path, overrides: list[s
         # taken with dropout and random crops on, and lags it.
         tsnctl("test", "-c", "configs/demo.yaml", "-w", run_dir / "last.pt", "--list", lists[0], "--crop", "center",
                "--num-seg", 3, "--metrics-json", run_dir / "train_fit.json", "--report-dir", run_dir / "train_fit",
-               *[x for o in options for x in ("-o", o)])
+               *option_args)
     if not (run_dir / "valid_test.json").is_file():
         # The validation clips scored by the config's test protocol (8 segments x TenCrop for the demo recipe,
         # as `make demo` reports its top-1), from the last checkpoint: the per-epoch validation above takes 3
         # segments and one centre crop, a cheaper and noisier probe.
         tsnctl("test", "-c", "configs/demo.yaml", "-w", run_dir / "last.pt", "--list", lists[1],
-               "--metrics-json", run_dir / "valid_test.json", *[x for o in options for x in ("-o", o)])
+               "--metrics-json", run_dir / "valid_test.json", *option_args)
     with open(run_dir / "metrics.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     train_rows = [r for r in rows if r["split"] == "train"]
